@@ -1,0 +1,16 @@
+# trellis_embed_migrations(service dir out_var)
+# Turns dir/NNNN_name.sql files into a generated C file defining
+#   const tr_migration_t <service>_migrations[]; const size_t <service>_migrations_count;
+# Files are applied in name order; NNNN is the schema version.
+function(trellis_embed_migrations service dir out_var)
+  file(GLOB sql_files CONFIGURE_DEPENDS ${dir}/*.sql)
+  list(SORT sql_files)
+  set(out ${CMAKE_BINARY_DIR}/generated/${service}_migrations.c)
+  add_custom_command(
+    OUTPUT ${out}
+    COMMAND ${CMAKE_COMMAND} -DSERVICE=${service} -DOUT=${out} "-DFILES=${sql_files}"
+            -P ${PROJECT_SOURCE_DIR}/cmake/embed_sql.cmake
+    DEPENDS ${sql_files} ${PROJECT_SOURCE_DIR}/cmake/embed_sql.cmake
+    COMMENT "Embedding ${service} migrations")
+  set(${out_var} ${out} PARENT_SCOPE)
+endfunction()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Trellis builds, tests and benchmarks with.
+# Idempotent: checks each package first and runs `apt-get update` once, only
+# when something is missing. Prints what it installs. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  libuv1-dev node-llhttp libjansson-dev libjwt-dev libsodium-dev libssl-dev
+  libsqlite3-dev libpq-dev libhiredis-dev libwslay-dev libcurl4-openssl-dev
+  libcmocka-dev nodejs wrk curl
+)
+
+# Bench-only extras are requested with `deps.sh bench`.
+if [ "${1:-}" = "bench" ]; then
+  packages+=(nginx-light)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

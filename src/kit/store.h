@@ -1,0 +1,73 @@
+/*
+ * store.h - the service database: one interface over SQLite (embedded
+ * default) and, later, PostgreSQL.
+ *
+ * SQL is written once with $1, $2, ... placeholders, which both engines
+ * understand. Values are only ever bound, never spliced into SQL. Parameter
+ * types come from a format string: 't' text (const char *, NULL binds NULL),
+ * 'i' int64_t, 'b' bool (int). Statements are prepared once per connection
+ * and cached by their SQL text.
+ *
+ * A tr_store_t is one connection; it is used by one thread at a time (each
+ * worker opens its own). Timestamps are stored as RFC 3339 UTC text with
+ * milliseconds or as unix milliseconds in integer columns.
+ */
+#ifndef TR_STORE_H
+#define TR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TR_STORE_ECONSTRAINT (-8001) /* unique / foreign key / check violated */
+#define TR_STORE_EBUSY (-8002)       /* database locked past the busy timeout */
+#define TR_STORE_EERROR (-8003)      /* any other engine error (logged) */
+
+typedef struct tr_store tr_store_t;
+typedef struct tr_rows tr_rows_t;
+
+typedef struct tr_migration {
+    int version;      /* schema version this migration brings the database to */
+    const char *name; /* file name without extension */
+    const char *sql;  /* one or more statements */
+} tr_migration_t;
+
+/* Opens a database by URL: "sqlite:///abs/path.db", "sqlite://relative.db" or
+ * a plain path. SQLite is opened with WAL, foreign keys on and a busy timeout.
+ * Returns 0 or a negative code; *out is NULL on failure. */
+int tr_store_open(const char *url, tr_store_t **out);
+void tr_store_close(tr_store_t *db);
+
+/* Applies, in one transaction each, the migrations whose version is above the
+ * database's current version; records them in schema_migrations. Safe to call
+ * concurrently from several processes. Returns 0 or a negative code. */
+int tr_store_migrate(tr_store_t *db, const tr_migration_t *migrations, size_t count);
+
+/* Runs a statement that returns no rows. *changes (may be NULL) receives the
+ * number of rows changed. */
+int tr_store_exec(tr_store_t *db, int64_t *changes, const char *sql, const char *types, ...);
+
+/* Runs a query. On success *rows is a cursor to step with tr_rows_next and
+ * must be released with tr_rows_free (before the next query on this db). */
+int tr_store_query(tr_store_t *db, tr_rows_t **rows, const char *sql, const char *types, ...);
+/* Advances to the next row: 1 when a row is there, 0 at the end, negative on
+ * error. */
+int tr_rows_next(tr_rows_t *rows);
+/* Column values of the current row; text is valid until the next
+ * tr_rows_next/tr_rows_free and is NULL for SQL NULL. */
+const char *tr_rows_text(tr_rows_t *rows, int col);
+int64_t tr_rows_int(tr_rows_t *rows, int col);
+bool tr_rows_is_null(tr_rows_t *rows, int col);
+void tr_rows_free(tr_rows_t *rows);
+
+/* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front). */
+int tr_store_begin(tr_store_t *db);
+int tr_store_commit(tr_store_t *db);
+int tr_store_rollback(tr_store_t *db);
+
+/* Cheap liveness check for /readyz: 0 when a trivial query succeeds. */
+int tr_store_ping(tr_store_t *db);
+/* The engine's last error message, for logs. */
+const char *tr_store_errmsg(tr_store_t *db);
+
+#endif
