@@ -1,0 +1,17 @@
+/* services.c - the registry of services built into this binary. */
+#include "cli/services.h"
+#include "services/auth/auth.h"
+
+#include <string.h>
+
+const tr_service_def_t *const trellis_services[] = {
+    &auth_service,
+    NULL,
+};
+
+const tr_service_def_t *trellis_service_find(const char *name)
+{
+    for (size_t i = 0; trellis_services[i]; i++)
+        if (strcmp(trellis_services[i]->name, name) == 0) return trellis_services[i];
+    return NULL;
+}

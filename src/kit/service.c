@@ -1,0 +1,413 @@
+/*
+ * service.c - the runner every service shares (see service.h).
+ *
+ * Start-up order matters and is the same for every service:
+ *   1. configuration (bad flags exit 2 before anything is created),
+ *   2. logging, data directory, database URL,
+ *   3. migrations, applied once on a connection of the main thread,
+ *   4. the service's init hook (keys, counters, process-wide state),
+ *   5. the server, whose worker threads each open their own store connection
+ *      before accepting,
+ *   6. the "listening" log line, which supervisors and tests wait for.
+ * Shutdown runs the same steps backwards after SIGTERM or SIGINT.
+ *
+ * Authentication is a kit concern only in shape: the service's authenticate
+ * hook decides who the caller is; the kit decides what a route demands and
+ * answers 401/403 in the one standard way.
+ */
+#include "kit/service.h"
+#include "kit/alloc.h"
+#include "kit/buf.h"
+#include "kit/log.h"
+#include "kit/metrics.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define METRICS_MAX_BYTES (4u << 20)
+
+/* Kit-private per-service state, reachable from workers via w->service. */
+typedef struct service_impl {
+    tr_service_t pub;    /* first, so a tr_service_t * is a service_impl * */
+    tr_store_t **stores; /* one connection per worker, indexed by worker */
+    int workers;
+    tr_router_t *router;
+} service_impl_t;
+
+tr_service_t *tr_worker_service(const tr_worker_t *w)
+{
+    return (tr_service_t *)w->service;
+}
+
+tr_store_t *tr_worker_store(const tr_worker_t *w)
+{
+    service_impl_t *impl = (service_impl_t *)w->service;
+    return impl->stores[w->index];
+}
+
+tr_service_t *tr_req_service(const tr_req_t *req)
+{
+    return tr_worker_service(req->worker);
+}
+
+tr_store_t *tr_req_store(const tr_req_t *req)
+{
+    return tr_worker_store(req->worker);
+}
+
+bool tr_role_allowed(const char *roles, const char *role)
+{
+    size_t rlen = strlen(role);
+    if (!roles) return true;
+    if (rlen == 0) return false;
+    for (const char *p = roles; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == rlen && memcmp(p, role, len) == 0) return true;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return false;
+}
+
+/* ---- built-in routes ---------------------------------------------------- */
+
+static void handle_healthz(tr_req_t *req)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    tr_respond(req, 200, "application/json", body, sizeof(body) - 1);
+}
+
+static void handle_readyz(tr_req_t *req)
+{
+    tr_store_t *db = tr_req_store(req);
+    if (!db || tr_store_ping(db) != 0) {
+        tr_respond_error(req, TR_ERR_UNAVAILABLE, "database not usable", NULL);
+        return;
+    }
+    static const char body[] = "{\"status\":\"ready\"}";
+    tr_respond(req, 200, "application/json", body, sizeof(body) - 1);
+}
+
+static void handle_metrics(tr_req_t *req)
+{
+    tr_buf_t out;
+    tr_buf_init(&out, METRICS_MAX_BYTES);
+    if (tr_metrics_render(&out) != 0) {
+        tr_buf_free(&out);
+        tr_respond_error(req, TR_ERR_INTERNAL, "metrics too large to render", NULL);
+        return;
+    }
+    tr_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
+    tr_buf_free(&out);
+}
+
+static const tr_route_t builtin_routes[] = {
+    {"GET", "/healthz", handle_healthz, TR_AUTH_NONE, NULL, 0},
+    {"GET", "/readyz", handle_readyz, TR_AUTH_NONE, NULL, 0},
+    {"GET", "/metrics", handle_metrics, TR_AUTH_NONE, NULL, 0},
+};
+
+/* ---- request pipeline --------------------------------------------------- */
+
+static void dispatch(tr_req_t *req)
+{
+    const tr_route_t *route = req->route;
+    tr_service_t *svc = tr_req_service(req);
+
+    if (route->auth != TR_AUTH_NONE) {
+        const char *why = NULL;
+        tr_auth_result_t r =
+            svc->def->authenticate ? svc->def->authenticate(req, &why) : TR_AUTH_NO_CREDENTIALS;
+        if (r == TR_AUTH_OK) {
+            req->authenticated = true;
+        } else if (r == TR_AUTH_INVALID || route->auth == TR_AUTH_REQUIRED) {
+            memset(&req->identity, 0, sizeof(req->identity));
+            tr_res_header(req, "WWW-Authenticate", "Bearer");
+            tr_respond_error(req, TR_ERR_UNAUTHENTICATED, why ? why : "authentication required",
+                             NULL);
+            return;
+        }
+        if (req->authenticated && route->roles &&
+            !tr_role_allowed(route->roles, req->identity.role)) {
+            tr_respond_error(req, TR_ERR_PERMISSION_DENIED,
+                             "your role does not allow this operation", NULL);
+            return;
+        }
+    }
+    route->handler(req);
+}
+
+static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double seconds)
+{
+    const char *route = req->route ? req->route->pattern : "unmatched";
+    tr_metrics_observe_request(route, req->method, status, seconds);
+    if (!tr_log_enabled(TR_LOG_INFO)) return;
+    tr_log_level_t level = status >= 500 ? TR_LOG_ERROR : TR_LOG_INFO;
+    json_t *f = json_object();
+    json_object_set_new(f, "request_id", json_string(req->request_id));
+    json_object_set_new(f, "trace_id", json_string(req->trace.trace_id));
+    if (req->authenticated) json_object_set_new(f, "user_id", json_string(req->identity.user_id));
+    json_object_set_new(f, "method", json_string(req->method));
+    json_object_set_new(f, "route", json_string(route));
+    json_object_set_new(f, "status", json_integer(status));
+    json_object_set_new(f, "duration_ms", json_real(seconds * 1000.0));
+    json_object_set_new(f, "bytes", json_integer((json_int_t)bytes_sent));
+    json_object_set_new(f, "client_ip", json_string(req->client_ip ? req->client_ip : ""));
+    tr_log_json(level, "request", f);
+}
+
+static int worker_start(tr_worker_t *w)
+{
+    service_impl_t *impl = (service_impl_t *)w->service;
+    int rc = tr_store_open(impl->pub.db_url, &impl->stores[w->index]);
+    if (rc != 0) {
+        tr_log_error("worker %d: cannot open database (%d)", w->index, rc);
+        return rc;
+    }
+    if (impl->pub.def->worker_init && (rc = impl->pub.def->worker_init(w)) != 0) {
+        tr_store_close(impl->stores[w->index]);
+        impl->stores[w->index] = NULL;
+    }
+    return rc;
+}
+
+static void worker_stop(tr_worker_t *w)
+{
+    service_impl_t *impl = (service_impl_t *)w->service;
+    if (impl->pub.def->worker_close) impl->pub.def->worker_close(w);
+    tr_store_close(impl->stores[w->index]);
+    impl->stores[w->index] = NULL;
+}
+
+/* ---- start-up helpers --------------------------------------------------- */
+
+static int make_dirs(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf)) return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, mode) != 0 && errno != EEXIST) return -errno;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST) return -errno;
+    return 0;
+}
+
+static int config_uint(const tr_config_t *cfg, const char *name,
+                       int (*parse)(const tr_config_t *, const char *, int64_t *), int64_t min,
+                       int64_t *out)
+{
+    int rc = parse(cfg, name, out);
+    if (rc == 0 && *out < min) rc = -EINVAL;
+    if (rc != 0) fprintf(stderr, "trellis: invalid value for --%s\n", name);
+    return rc;
+}
+
+static int server_config_from(const tr_config_t *cfg, const tr_service_def_t *def,
+                              tr_server_config_t *sc)
+{
+    int64_t v;
+    tr_server_config_defaults(sc);
+    sc->host = tr_config_get(cfg, "host");
+
+    if (tr_config_get(cfg, "port")) {
+        if (config_uint(cfg, "port", tr_config_int, 0, &v) || v > 65535) return -EINVAL;
+        sc->port = (int)v;
+    } else {
+        if (config_uint(cfg, "port-base", tr_config_int, 1, &v) || v + def->port_offset > 65535)
+            return -EINVAL;
+        sc->port = (int)v + def->port_offset;
+    }
+    if (tr_config_get(cfg, "workers")) {
+        if (config_uint(cfg, "workers", tr_config_int, 1, &v) || v > 256) return -EINVAL;
+        sc->workers = (int)v;
+    } else if (def->default_workers > 0) {
+        sc->workers = def->default_workers;
+    } else {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        sc->workers = n > 0 ? (int)n : 1;
+    }
+    if (config_uint(cfg, "max-connections", tr_config_int, 1, &v)) return -EINVAL;
+    sc->max_connections = (size_t)v;
+    if (config_uint(cfg, "max-header-bytes", tr_config_size, 1024, &v)) return -EINVAL;
+    sc->max_header_bytes = (size_t)v;
+    if (config_uint(cfg, "max-body-bytes", tr_config_size, 0, &v)) return -EINVAL;
+    sc->max_body_bytes = (size_t)v;
+    if (config_uint(cfg, "header-timeout", tr_config_duration_ms, 1, &v)) return -EINVAL;
+    sc->header_timeout_ms = (uint64_t)v;
+    if (config_uint(cfg, "idle-timeout", tr_config_duration_ms, 1, &v)) return -EINVAL;
+    sc->idle_timeout_ms = (uint64_t)v;
+    if (config_uint(cfg, "drain-timeout", tr_config_duration_ms, 0, &v)) return -EINVAL;
+    sc->drain_timeout_ms = (uint64_t)v;
+    return 0;
+}
+
+static int migrate(const tr_service_t *svc)
+{
+    tr_store_t *db = NULL;
+    int rc = tr_store_open(svc->db_url, &db);
+    if (rc != 0) {
+        tr_log_error("cannot open database %s (%d)", svc->db_url, rc);
+        return rc;
+    }
+    if (svc->def->nmigrations > 0)
+        rc = tr_store_migrate(db, svc->def->migrations, svc->def->nmigrations);
+    if (rc != 0) tr_log_error("migrations failed: %s", tr_store_errmsg(db));
+    tr_store_close(db);
+    return rc;
+}
+
+static int build_router(service_impl_t *impl)
+{
+    const tr_service_def_t *def = impl->pub.def;
+    impl->router = tr_router_new();
+    for (size_t i = 0; i < sizeof(builtin_routes) / sizeof(builtin_routes[0]); i++)
+        if (tr_router_add(impl->router, &builtin_routes[i]) != 0) return -EINVAL;
+    for (size_t i = 0; i < def->nroutes; i++) {
+        int rc = tr_router_add(impl->router, &def->routes[i]);
+        if (rc != 0) {
+            tr_log_error("bad route %s %s (%d)", def->routes[i].method, def->routes[i].pattern, rc);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+typedef struct signal_ctx {
+    uv_signal_t term, intr;
+    tr_server_t *server;
+} signal_ctx_t;
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    signal_ctx_t *ctx = h->data;
+    tr_log_info("received %s, draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    tr_server_stop(ctx->server);
+    uv_close((uv_handle_t *)&ctx->term, NULL);
+    uv_close((uv_handle_t *)&ctx->intr, NULL);
+}
+
+/* Runs a loop on the main thread that only waits for SIGTERM / SIGINT. */
+static void wait_for_signal(tr_server_t *server)
+{
+    uv_loop_t loop;
+    signal_ctx_t ctx = {.server = server};
+    uv_loop_init(&loop);
+    uv_signal_init(&loop, &ctx.term);
+    uv_signal_init(&loop, &ctx.intr);
+    ctx.term.data = ctx.intr.data = &ctx;
+    uv_signal_start(&ctx.term, on_signal, SIGTERM);
+    uv_signal_start(&ctx.intr, on_signal, SIGINT);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+}
+
+/* ---- the runner --------------------------------------------------------- */
+
+static void print_usage(const tr_service_def_t *def, const tr_option_t *const *sets)
+{
+    printf("usage: trellis serve %s [options]\n\noptions (also as TRELLIS_<NAME> environment "
+           "variables):\n",
+           def->name);
+    tr_config_print_help(sets);
+}
+
+int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
+{
+    static const tr_option_t no_options[] = {{NULL, NULL, NULL}};
+    const tr_option_t *sets[] = {tr_config_common_options, def->options ? def->options : no_options,
+                                 NULL};
+    service_impl_t impl = {.pub.def = def};
+    tr_service_t *svc = &impl.pub;
+    tr_server_config_t sc;
+    tr_log_level_t level;
+    char err[256];
+    int exit_code = 1;
+    int rc;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_usage(def, sets);
+            return 0;
+        }
+    }
+    if (tr_config_load(&svc->config, sets, argc, argv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "trellis serve %s: %s\n", def->name, err);
+        return 2;
+    }
+    if (tr_log_parse_level(tr_config_get(svc->config, "log-level"), &level) != 0) {
+        fprintf(stderr, "trellis serve %s: invalid --log-level (debug, info, warn, error)\n",
+                def->name);
+        exit_code = 2;
+        goto out;
+    }
+    tr_log_init(def->name, level);
+    if (server_config_from(svc->config, def, &sc) != 0) {
+        exit_code = 2;
+        goto out;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *data = tr_config_get(svc->config, "data");
+    char resolved[PATH_MAX];
+    if ((rc = make_dirs(data, 0700)) != 0 || !realpath(data, resolved)) {
+        tr_log_error("cannot create data directory %s: %s", data, strerror(rc ? -rc : errno));
+        goto out;
+    }
+    svc->data_dir = tr_xstrdup(resolved);
+    const char *db = tr_config_get(svc->config, "db");
+    svc->db_url = db ? tr_xstrdup(db) : tr_xasprintf("sqlite://%s/%s.db", svc->data_dir, def->name);
+
+    if (migrate(svc) != 0) goto out;
+    if (def->init && def->init(svc) != 0) goto out;
+    if (build_router(&impl) != 0) goto close_service;
+
+    impl.workers = sc.workers;
+    impl.stores = tr_xcalloc((size_t)sc.workers, sizeof(tr_store_t *));
+    sc.router = impl.router;
+    sc.dispatch = dispatch;
+    sc.worker_start = worker_start;
+    sc.worker_stop = worker_stop;
+    sc.on_complete = on_complete;
+    sc.service = &impl;
+    if ((rc = tr_server_start(&sc, &svc->server)) != 0) {
+        tr_log_error("cannot listen on %s:%d: %s", sc.host, sc.port, strerror(-rc));
+        goto close_service;
+    }
+
+    json_t *f = json_object();
+    json_object_set_new(f, "host", json_string(sc.host));
+    json_object_set_new(f, "port", json_integer(tr_server_port(svc->server)));
+    json_object_set_new(f, "workers", json_integer(sc.workers));
+    json_object_set_new(f, "data", json_string(svc->data_dir));
+    tr_log_json(TR_LOG_INFO, "listening", f);
+
+    wait_for_signal(svc->server);
+    tr_server_wait(svc->server);
+    svc->server = NULL;
+    tr_log_info("stopped");
+    exit_code = 0;
+
+close_service:
+    if (def->close) def->close(svc);
+out:
+    tr_router_free(impl.router);
+    free(impl.stores);
+    free(svc->data_dir);
+    free(svc->db_url);
+    tr_config_free(svc->config);
+    return exit_code;
+}
