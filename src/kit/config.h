@@ -28,10 +28,12 @@ extern const tr_option_t tr_config_common_options[];
 
 /* Loads options from defaults, environment and argv (argv[0] is not skipped:
  * pass the flags only). option_sets is a NULL-terminated array of
- * {NULL}-terminated option tables. On error returns -EINVAL and writes a
- * message to err; *out is then NULL. */
-int tr_config_load(tr_config_t **out, const tr_option_t *const *option_sets, int argc,
-                   char **argv, char *err, size_t errlen);
+ * {NULL}-terminated option tables; when a name is declared twice, the later
+ * declaration's default wins. Every flag takes a value ("--name" followed by
+ * "--other" is a missing value). On error returns -EINVAL and writes a
+ * message to err (may be NULL); *out is then NULL. */
+int tr_config_load(tr_config_t **out, const tr_option_t *const *option_sets, int argc, char **argv,
+                   char *err, size_t errlen);
 void tr_config_free(tr_config_t *cfg);
 
 /* The option's value, or NULL when unset. name must be a declared option. */

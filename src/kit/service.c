@@ -258,7 +258,8 @@ static int migrate(const tr_service_t *svc)
     tr_store_t *db = NULL;
     int rc = tr_store_open(svc->db_url, &db);
     if (rc != 0) {
-        tr_log_error("cannot open database %s (%d)", svc->db_url, rc);
+        /* The URL is not logged: a PostgreSQL URL may carry a password. */
+        tr_log_error("cannot open database: %s", tr_store_errmsg(NULL));
         return rc;
     }
     if (svc->def->nmigrations > 0)

@@ -20,8 +20,8 @@
 #include <stdint.h>
 
 #define TR_STORE_ECONSTRAINT (-8001) /* unique / foreign key / check violated */
-#define TR_STORE_EBUSY (-8002)       /* database locked past the busy timeout */
-#define TR_STORE_EERROR (-8003)      /* any other engine error (logged) */
+#define TR_STORE_EBUSY       (-8002) /* database locked past the busy timeout */
+#define TR_STORE_EERROR      (-8003) /* any other engine error (logged) */
 
 typedef struct tr_store tr_store_t;
 typedef struct tr_rows tr_rows_t;
@@ -34,17 +34,22 @@ typedef struct tr_migration {
 
 /* Opens a database by URL: "sqlite:///abs/path.db", "sqlite://relative.db" or
  * a plain path. SQLite is opened with WAL, foreign keys on and a busy timeout.
- * Returns 0 or a negative code; *out is NULL on failure. */
+ * Returns 0 or a negative code (-ENOTSUP for postgres:// until that engine
+ * exists); *out is NULL on failure and tr_store_errmsg(NULL) says why. Never
+ * logs (a URL may hold a password). */
 int tr_store_open(const char *url, tr_store_t **out);
 void tr_store_close(tr_store_t *db);
 
-/* Applies, in one transaction each, the migrations whose version is above the
- * database's current version; records them in schema_migrations. Safe to call
- * concurrently from several processes. Returns 0 or a negative code. */
+/* Applies, in one transaction each, the migrations whose version is not yet
+ * recorded in schema_migrations, and records them there. Versions must be
+ * positive and strictly increasing (else -EINVAL); a migration's SQL must not
+ * contain BEGIN/COMMIT. Safe to call concurrently from several processes.
+ * Returns 0 or a negative code. */
 int tr_store_migrate(tr_store_t *db, const tr_migration_t *migrations, size_t count);
 
 /* Runs a statement that returns no rows. *changes (may be NULL) receives the
- * number of rows changed. */
+ * number of rows changed. Returns 0, a TR_STORE_E* code, or -EINVAL when
+ * types does not match the $N parameters of sql (or a cursor is open). */
 int tr_store_exec(tr_store_t *db, int64_t *changes, const char *sql, const char *types, ...);
 
 /* Runs a query. On success *rows is a cursor to step with tr_rows_next and
@@ -60,14 +65,17 @@ int64_t tr_rows_int(tr_rows_t *rows, int col);
 bool tr_rows_is_null(tr_rows_t *rows, int col);
 void tr_rows_free(tr_rows_t *rows);
 
-/* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front). */
+/* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front).
+ * tr_store_rollback also closes an open cursor and is a no-op returning 0
+ * when no transaction is open, so cleanup paths may always call it. */
 int tr_store_begin(tr_store_t *db);
 int tr_store_commit(tr_store_t *db);
 int tr_store_rollback(tr_store_t *db);
 
 /* Cheap liveness check for /readyz: 0 when a trivial query succeeds. */
 int tr_store_ping(tr_store_t *db);
-/* The engine's last error message, for logs. */
+/* The engine's last error message, for logs. With db NULL: why the last
+ * tr_store_open on this thread failed. */
 const char *tr_store_errmsg(tr_store_t *db);
 
 #endif
