@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Trellis builds, tests and benchmarks with.
+# Installs the Debian packages Trellis builds, tests and benchmarks with
+# (prometheus is there for promtool, which checks our /metrics output).
 # Idempotent: checks each package first and runs `apt-get update` once, only
 # when something is missing. Prints what it installs. Needs root (or sudo).
 set -euo pipefail
@@ -8,7 +9,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev node-llhttp libjansson-dev libjwt-dev libsodium-dev libssl-dev
   libsqlite3-dev libpq-dev libhiredis-dev libwslay-dev libcurl4-openssl-dev
-  libcmocka-dev nodejs wrk curl
+  libcmocka-dev nodejs wrk curl prometheus
 )
 
 # Bench-only extras are requested with `deps.sh bench`.
