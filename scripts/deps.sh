@@ -18,6 +18,9 @@ if [ "${1:-}" = "bench" ]; then
 fi
 
 missing=()
+# Debian's nodejs ships npm separately; NodeSource's nodejs bundles it and
+# conflicts with Debian's npm package, so ask for npm only when it is absent.
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")

@@ -23,7 +23,8 @@ typedef struct tr_pwhash_params {
 } tr_pwhash_params_t;
 
 /* Hashes a password into the encoded argon2id string (with salt and
- * parameters). Returns 0 or -ENOMEM when the memory limit cannot be had. */
+ * parameters). Returns 0, -EINVAL when params are below the minimums above,
+ * or -ENOMEM when the memory limit cannot be had. */
 int tr_password_hash(const char *password, size_t len, const tr_pwhash_params_t *params,
                      char out[TR_PWHASH_MAX]);
 /* Returns true when password matches the encoded hash. Constant-time compare
@@ -31,7 +32,9 @@ int tr_password_hash(const char *password, size_t len, const tr_pwhash_params_t 
 bool tr_password_verify(const char *encoded, const char *password, size_t len);
 
 /* Thread-pool versions. The job copies its inputs; done runs on loop with
- * rc (0 / negative), the encoded hash (hash) or the match (verify), and arg. */
+ * rc (0 / negative), the encoded hash (hash) or the match (verify), and arg.
+ * They return 0, or a negative code (invalid arguments, uv_queue_work
+ * failure) without ever calling done. */
 typedef void (*tr_pwhash_done_fn)(void *arg, int rc, const char *encoded);
 typedef void (*tr_pwverify_done_fn)(void *arg, bool match);
 int tr_password_hash_async(uv_loop_t *loop, const char *password, size_t len,

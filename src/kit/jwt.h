@@ -27,8 +27,10 @@ typedef struct tr_jwt_config {
     int64_t leeway_s;             /* clock skew allowed for exp/nbf */
 } tr_jwt_config_t;
 
-/* Loads keys. Returns 0, or -EINVAL (unknown alg, missing or unreadable key)
- * with a message in err. */
+/* Loads keys. Returns 0, or -EINVAL (unknown alg, missing or unreadable key,
+ * HS256 secret under 32 bytes, issuer or audience unset) with a message in
+ * err. For RS256/ES256 the public key is derived from the private one when
+ * public_key_file is NULL. */
 int tr_jwt_keys_load(const tr_jwt_config_t *cfg, tr_jwt_keys_t **out, char *err, size_t errlen);
 void tr_jwt_keys_free(tr_jwt_keys_t *keys);
 
