@@ -45,6 +45,9 @@ json_t *tr_body_object(tr_req_t *req, tr_fields_t *f);
 /* Parses a JSON object from text with the same rules (for fuzzing and tests). */
 json_t *tr_json_parse_object(const char *text, size_t len, tr_fields_t *f);
 
+/* Field helpers. A JSON null counts as absent. When obj is NULL (the body
+ * failed to parse, already recorded) they record nothing more. */
+
 /* A string field of min..max bytes (UTF-8 validated by jansson). Returns the
  * borrowed value, or NULL when absent (recorded if required) or invalid
  * (always recorded). */

@@ -1,0 +1,125 @@
+/*
+ * http_parser.h - incremental HTTP/1.1 request parser, free of sockets.
+ *
+ * A thin layer over llhttp that turns a byte stream into whole requests, one
+ * at a time, under hard limits. The server feeds it whatever arrives; a
+ * libFuzzer target feeds it arbitrary bytes. It never touches the network.
+ *
+ * STATES. Between tr__http_parser_init()/tr__http_parser_next() and the end
+ * of a request the parser accumulates one request. tr__http_parser_feed()
+ * returns:
+ *   TR_HTTP_NEED_MORE  every byte was consumed, the request is not complete;
+ *   TR_HTTP_REQUEST    a request is complete; *consumed tells how much of the
+ *                      input it used. The rest (a pipelined request) must be
+ *                      fed again after tr__http_parser_next(), which is how
+ *                      pipelined requests are answered one by one, in order;
+ *   TR_HTTP_FAILED     the stream cannot go on: answer error_status (400, 413,
+ *                      431, or what the head callback returned) and close.
+ *                      Every later feed fails the same way.
+ *
+ * LIMITS. The request line plus headers may take at most max_header_bytes
+ * raw bytes (counted on the wire, so whitespace padding counts too) -> 431.
+ * Framing after the head (chunk sizes and extensions, trailers) may exceed
+ * the body by at most max_header_bytes + the body limit -> 413. The body limit is asked from the
+ * head callback once the headers are complete (the router knows the route's limit by then); a
+ * Content-Length above it fails at once, a chunked body fails as soon as it grows past it
+ * -> 413.
+ *
+ * STORAGE. Everything a request exposes (method, target, path, query,
+ * headers, body) lives in buffers owned by the parser and reused for the
+ * next request, so a keep-alive connection does not allocate per request
+ * once its buffers have grown. Pointers stay valid until the next call to
+ * tr__http_parser_next() or tr__http_parser_free().
+ */
+#ifndef TR_HTTP_PARSER_H
+#define TR_HTTP_PARSER_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kit/buf.h"
+#include "kit/http.h"
+
+typedef struct tr_http_parser tr_http_parser_t;
+
+typedef enum tr_http_parse_result {
+    TR_HTTP_NEED_MORE,
+    TR_HTTP_REQUEST,
+    TR_HTTP_FAILED
+} tr_http_parse_result_t;
+
+/* Called once per request when its headers are complete (method, target,
+ * path, query, headers, expect_continue, content_length and chunked are set).
+ * Sets *max_body (preset to the parser's default) and returns 0 to go on, or
+ * an HTTP status (e.g. 404) to fail the stream with that status at once. */
+typedef int (*tr_http_head_cb)(tr_http_parser_t *p, void *ctx, size_t *max_body);
+
+/* Byte offsets of one header in the head buffer, kept until the headers are
+ * complete because the buffer may move while it grows. */
+typedef struct tr_http_header_off {
+    size_t name;
+    size_t value;
+} tr_http_header_off_t;
+
+struct tr_http_parser {
+    /* ---- the current request; read-only for users ---- */
+    const char *method; /* static string from llhttp, e.g. "GET" */
+    const char *target; /* request-target as sent */
+    const char *path;   /* target up to '?' (NUL-terminated copy) */
+    size_t path_len;
+    const char *query; /* after '?', "" when none */
+    int http_minor;
+    const tr_header_t *headers;
+    size_t nheaders;
+    const char *body; /* NUL-terminated, "" when none */
+    size_t body_len;
+    uint64_t content_length; /* valid when has_content_length */
+    bool has_content_length;
+    bool chunked;
+    bool expect_continue; /* "Expect: 100-continue" was sent */
+    bool keep_alive;      /* set with TR_HTTP_REQUEST: may another request follow? */
+    bool started;         /* some byte of this request has been consumed */
+    bool headers_done;    /* the head callback has run */
+    int error_status;     /* set with TR_HTTP_FAILED */
+    const char *error_reason;
+
+    /* ---- private ---- */
+    llhttp_t ll;
+    size_t max_header_bytes;
+    size_t default_max_body;
+    tr_http_head_cb on_head;
+    void *ctx;
+    size_t head_bytes; /* raw bytes of the head consumed so far */
+    size_t body_raw;   /* raw bytes consumed after the head */
+    size_t max_body;   /* this request's body limit */
+    bool ready;
+    bool failed;
+    size_t url_off;
+    size_t cur_name_off;
+    size_t cur_value_off;
+    tr_buf_t head; /* target, header names and values, path copy; NUL-separated */
+    tr_buf_t body_buf;
+    tr_http_header_off_t *offs;
+    size_t noffs;
+    tr_header_t *hdrs;
+    size_t hdr_cap;
+};
+
+/* Prepares p for the first request. on_head may be NULL (the body limit is
+ * then default_max_body). Never fails; memory is allocated lazily. */
+void tr__http_parser_init(tr_http_parser_t *p, size_t max_header_bytes, size_t default_max_body,
+                          tr_http_head_cb on_head, void *ctx);
+/* Releases the buffers; p may be initialized again. */
+void tr__http_parser_free(tr_http_parser_t *p);
+/* Consumes bytes until a request is complete, the input ends or the stream
+ * fails (see STATES above). Must not be called again after TR_HTTP_REQUEST
+ * before tr__http_parser_next(). */
+tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *data, size_t len,
+                                            size_t *consumed);
+/* Drops the current request and gets ready for the next one. Large buffers
+ * are released so idle keep-alive connections stay small. */
+void tr__http_parser_next(tr_http_parser_t *p);
+
+#endif
