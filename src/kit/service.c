@@ -296,24 +296,34 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     signal_ctx_t *ctx = h->data;
     tr_log_info("received %s, draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    tr_server_stop(ctx->server);
+    if (ctx->server) tr_server_stop(ctx->server);
     uv_close((uv_handle_t *)&ctx->term, NULL);
     uv_close((uv_handle_t *)&ctx->intr, NULL);
 }
 
-/* Runs a loop on the main thread that only waits for SIGTERM / SIGINT. */
-static void wait_for_signal(tr_server_t *server)
+/* The main thread's loop only waits for SIGTERM / SIGINT. The handlers are
+ * installed before the server starts, so a signal that arrives right after
+ * the "listening" line still drains instead of killing the process. */
+static void signals_install(uv_loop_t *loop, signal_ctx_t *ctx)
 {
-    uv_loop_t loop;
-    signal_ctx_t ctx = {.server = server};
-    uv_loop_init(&loop);
-    uv_signal_init(&loop, &ctx.term);
-    uv_signal_init(&loop, &ctx.intr);
-    ctx.term.data = ctx.intr.data = &ctx;
-    uv_signal_start(&ctx.term, on_signal, SIGTERM);
-    uv_signal_start(&ctx.intr, on_signal, SIGINT);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    uv_loop_init(loop);
+    uv_signal_init(loop, &ctx->term);
+    uv_signal_init(loop, &ctx->intr);
+    ctx->term.data = ctx->intr.data = ctx;
+    uv_signal_start(&ctx->term, on_signal, SIGTERM);
+    uv_signal_start(&ctx->intr, on_signal, SIGINT);
+}
+
+/* Closes the signal handles when the service ends without a signal (e.g.
+ * the server failed to start). */
+static void signals_close(uv_loop_t *loop, signal_ctx_t *ctx)
+{
+    if (!uv_is_closing((uv_handle_t *)&ctx->term)) {
+        uv_close((uv_handle_t *)&ctx->term, NULL);
+        uv_close((uv_handle_t *)&ctx->intr, NULL);
+    }
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
 }
 
 /* ---- the runner --------------------------------------------------------- */
@@ -332,6 +342,9 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     const tr_option_t *sets[] = {tr_config_common_options, def->options ? def->options : no_options,
                                  NULL};
     service_impl_t impl = {.pub.def = def};
+    signal_ctx_t signals = {0};
+    uv_loop_t signal_loop;
+    bool signals_ready = false;
     tr_service_t *svc = &impl.pub;
     tr_server_config_t sc;
     tr_log_level_t level;
@@ -384,6 +397,8 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     sc.worker_stop = worker_stop;
     sc.on_complete = on_complete;
     sc.service = &impl;
+    signals_install(&signal_loop, &signals);
+    signals_ready = true;
     if ((rc = tr_server_start(&sc, &svc->server)) != 0) {
         tr_log_error("cannot listen on %s:%d: %s", sc.host, sc.port, strerror(-rc));
         goto close_service;
@@ -396,7 +411,8 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     json_object_set_new(f, "data", json_string(svc->data_dir));
     tr_log_json(TR_LOG_INFO, "listening", f);
 
-    wait_for_signal(svc->server);
+    signals.server = svc->server;
+    uv_run(&signal_loop, UV_RUN_DEFAULT);
     tr_server_wait(svc->server);
     svc->server = NULL;
     tr_log_info("stopped");
@@ -405,6 +421,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 close_service:
     if (def->close) def->close(svc);
 out:
+    if (signals_ready) signals_close(&signal_loop, &signals);
     tr_router_free(impl.router);
     free(impl.stores);
     free(svc->data_dir);

@@ -1,0 +1,332 @@
+/*
+ * http_parser.c - see http_parser.h.
+ *
+ * DESIGN NOTES
+ *
+ * 1. One request at a time. on_message_complete returns HPE_PAUSED, so
+ *    llhttp_execute() stops right after the last byte of a request and
+ *    llhttp_get_error_pos() tells how much it used; tr__http_parser_next()
+ *    resumes. Pipelined bytes are therefore never parsed before the previous
+ *    request was answered.
+ *
+ * 2. Exact head limit without lookahead. llhttp has no header size limit of
+ *    its own and tells nothing about where the head ended. While the headers
+ *    are incomplete we hand llhttp at most (max_header_bytes - head_bytes)
+ *    bytes per call: if the headers complete within that slice the head was
+ *    within the limit; if the whole allowance is consumed without completing
+ *    them, the head is too large. llhttp is incremental, so slicing the
+ *    input anywhere is harmless.
+ *
+ * 3. Framing overhead. Chunk sizes (with leading zeros), chunk extensions and
+ *    trailers are not body but still arrive; they are parsed and dropped, and
+ *    their total is capped at max_header_bytes + the body limit so a client
+ *    cannot keep a request open forever on framing alone.
+ *
+ * 4. Strings are NUL-separated in one head buffer. Offsets are recorded while
+ *    it grows and turned into pointers once the headers are complete; nothing
+ *    is appended to it afterwards (trailers are dropped), so the pointers stay
+ *    valid until tr__http_parser_next().
+ */
+#include "kit/http_parser.h"
+#include "kit/alloc.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Buffers larger than this are released between requests. */
+#define KEEP_BUFFER_BYTES (64 * 1024)
+
+static tr_http_parser_t *parser_of(llhttp_t *ll)
+{
+    return ll->data;
+}
+
+/* Records why the stream fails (the first reason wins) and makes the llhttp
+ * callback report an error. */
+static int fail(tr_http_parser_t *p, int status, const char *reason)
+{
+    if (!p->error_status) {
+        p->error_status = status;
+        p->error_reason = reason;
+    }
+    return -1;
+}
+
+static int head_append(tr_http_parser_t *p, const void *data, size_t len)
+{
+    if (tr_buf_append(&p->head, data, len) != 0) return fail(p, 431, "headers too large");
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *ll)
+{
+    parser_of(ll)->started = true;
+    return 0;
+}
+
+static int on_url(llhttp_t *ll, const char *at, size_t len)
+{
+    return head_append(parser_of(ll), at, len);
+}
+
+static int on_url_complete(llhttp_t *ll)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    int rc = head_append(p, "", 1);
+    p->cur_name_off = p->head.len;
+    return rc;
+}
+
+static int on_header_field(llhttp_t *ll, const char *at, size_t len)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    return p->headers_done ? 0 : head_append(p, at, len);
+}
+
+static int on_header_field_complete(llhttp_t *ll)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    if (p->headers_done) return 0;
+    int rc = head_append(p, "", 1);
+    p->cur_value_off = p->head.len;
+    return rc;
+}
+
+static int on_header_value(llhttp_t *ll, const char *at, size_t len)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    return p->headers_done ? 0 : head_append(p, at, len);
+}
+
+static int on_header_value_complete(llhttp_t *ll)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    if (p->headers_done) return 0;
+    /* llhttp skips leading whitespace but keeps trailing whitespace. */
+    while (p->head.len > p->cur_value_off &&
+           (p->head.data[p->head.len - 1] == ' ' || p->head.data[p->head.len - 1] == '\t'))
+        p->head.len--;
+    int rc = head_append(p, "", 1);
+    if (rc) return rc;
+    if (p->noffs == p->hdr_cap) {
+        p->hdr_cap = p->hdr_cap ? p->hdr_cap * 2 : 16;
+        p->offs = tr_xrealloc(p->offs, p->hdr_cap * sizeof(*p->offs));
+        p->hdrs = tr_xrealloc(p->hdrs, p->hdr_cap * sizeof(*p->hdrs));
+    }
+    p->offs[p->noffs].name = p->cur_name_off;
+    p->offs[p->noffs].value = p->cur_value_off;
+    p->noffs++;
+    p->cur_name_off = p->head.len;
+    return 0;
+}
+
+/* Appends a copy of head[off, off+len) to the head buffer. Copies through a
+ * small stack buffer because appending may move the source. */
+static int head_append_self(tr_http_parser_t *p, size_t off, size_t len)
+{
+    char chunk[256];
+    while (len > 0) {
+        size_t n = len < sizeof(chunk) ? len : sizeof(chunk);
+        memcpy(chunk, p->head.data + off, n);
+        int rc = head_append(p, chunk, n);
+        if (rc) return rc;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *ll)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    p->headers_done = true;
+    if (ll->http_major != 1) return fail(p, 400, "unsupported HTTP version");
+    if (!p->head.data) return fail(p, 400, "empty request-target");
+
+    size_t target_len = strlen(p->head.data + p->url_off);
+    const char *q = memchr(p->head.data + p->url_off, '?', target_len);
+    size_t path_len = q ? (size_t)(q - (p->head.data + p->url_off)) : target_len;
+    size_t path_off = p->head.len;
+    int rc = head_append_self(p, p->url_off, path_len);
+    if (rc == 0) rc = head_append(p, "", 1);
+    if (rc) return rc;
+
+    /* The head buffer no longer moves: hand out pointers. */
+    char *base = p->head.data;
+    p->target = base + p->url_off;
+    p->path = base + path_off;
+    p->path_len = path_len;
+    p->query = q ? p->target + path_len + 1 : "";
+    for (size_t i = 0; i < p->noffs; i++) {
+        p->hdrs[i].name = base + p->offs[i].name;
+        p->hdrs[i].value = base + p->offs[i].value;
+        if (strcasecmp(p->hdrs[i].name, "expect") == 0 &&
+            strcasecmp(p->hdrs[i].value, "100-continue") == 0)
+            p->expect_continue = true;
+    }
+    p->headers = p->hdrs;
+    p->nheaders = p->noffs;
+    p->method = llhttp_method_name((llhttp_method_t)ll->method);
+    p->http_minor = ll->http_minor;
+    p->has_content_length = (ll->flags & F_CONTENT_LENGTH) != 0;
+    p->content_length = p->has_content_length ? ll->content_length : 0;
+    p->chunked = (ll->flags & F_CHUNKED) != 0;
+
+    size_t max_body = p->default_max_body;
+    if (p->on_head) {
+        int status = p->on_head(p, p->ctx, &max_body);
+        if (status) return fail(p, status, "rejected at headers");
+    }
+    p->max_body = max_body;
+    if (p->has_content_length && p->content_length > max_body)
+        return fail(p, 413, "request body too large");
+    return 0;
+}
+
+static int on_body(llhttp_t *ll, const char *at, size_t len)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    if (len > p->max_body - p->body_buf.len) return fail(p, 413, "request body too large");
+    if (tr_buf_append(&p->body_buf, at, len) != 0) return fail(p, 413, "request body too large");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *ll)
+{
+    tr_http_parser_t *p = parser_of(ll);
+    p->ready = true;
+    /* After an upgrade or CONNECT the bytes that follow are another
+     * protocol; we answer the request and close. */
+    p->keep_alive = llhttp_should_keep_alive(ll) && !ll->upgrade;
+    p->body = p->body_buf.data ? p->body_buf.data : "";
+    p->body_len = p->body_buf.len;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_url_complete = on_url_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void reset_request(tr_http_parser_t *p)
+{
+    p->method = "";
+    p->target = p->path = p->query = p->body = "";
+    p->path_len = p->body_len = 0;
+    p->http_minor = 1;
+    p->headers = NULL;
+    p->nheaders = p->noffs = 0;
+    p->content_length = 0;
+    p->has_content_length = p->chunked = p->expect_continue = false;
+    p->keep_alive = p->started = p->headers_done = p->ready = false;
+    p->head_bytes = p->body_raw = 0;
+    p->max_body = p->default_max_body;
+    p->url_off = p->cur_name_off = p->cur_value_off = 0;
+    if (p->head.cap > KEEP_BUFFER_BYTES) tr_buf_free(&p->head);
+    if (p->body_buf.cap > KEEP_BUFFER_BYTES) tr_buf_free(&p->body_buf);
+    tr_buf_reset(&p->head);
+    tr_buf_reset(&p->body_buf);
+}
+
+void tr__http_parser_init(tr_http_parser_t *p, size_t max_header_bytes, size_t default_max_body,
+                          tr_http_head_cb on_head, void *ctx)
+{
+    memset(p, 0, sizeof(*p));
+    p->max_header_bytes = max_header_bytes ? max_header_bytes : 1;
+    p->default_max_body = default_max_body;
+    p->on_head = on_head;
+    p->ctx = ctx;
+    /* The stored head never exceeds the raw head plus a NUL per string and
+     * the path copy; the raw limit is what is enforced (note 2). */
+    tr_buf_init(&p->head, 2 * p->max_header_bytes + 64);
+    tr_buf_init(&p->body_buf, 0);
+    llhttp_init(&p->ll, HTTP_REQUEST, &settings);
+    p->ll.data = p;
+    reset_request(p);
+}
+
+void tr__http_parser_free(tr_http_parser_t *p)
+{
+    tr_buf_free(&p->head);
+    tr_buf_free(&p->body_buf);
+    free(p->offs);
+    free(p->hdrs);
+    p->offs = NULL;
+    p->hdrs = NULL;
+    p->hdr_cap = 0;
+}
+
+static tr_http_parse_result_t set_failed(tr_http_parser_t *p, int status, const char *reason)
+{
+    fail(p, status, reason);
+    p->failed = true;
+    return TR_HTTP_FAILED;
+}
+
+tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *data, size_t len,
+                                            size_t *consumed)
+{
+    tr_http_parse_result_t result = TR_HTTP_NEED_MORE;
+    size_t off = 0;
+
+    if (p->failed) {
+        result = TR_HTTP_FAILED;
+        goto out;
+    }
+    while (off < len) {
+        bool in_head = !p->headers_done;
+        size_t n = len - off;
+        if (in_head && n > p->max_header_bytes - p->head_bytes)
+            n = p->max_header_bytes - p->head_bytes;
+
+        llhttp_errno_t err = llhttp_execute(&p->ll, data + off, n);
+        size_t used = n;
+        if ((err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) && p->ready) {
+            used = (size_t)(llhttp_get_error_pos(&p->ll) - (data + off));
+        } else if (err != HPE_OK) {
+            result = set_failed(p, 400, llhttp_get_error_reason(&p->ll));
+            off += used;
+            goto out;
+        }
+        off += used;
+        if (in_head) {
+            if (!p->headers_done) p->head_bytes += used;
+        } else {
+            p->body_raw += used;
+            /* Body bytes that shared a slice with the end of the head are
+             * in body_buf but not in body_raw, hence the guard. */
+            size_t overhead = p->body_raw > p->body_buf.len ? p->body_raw - p->body_buf.len : 0;
+            if (overhead > p->max_header_bytes + p->max_body) {
+                result = set_failed(p, 413, "request framing too large");
+                goto out;
+            }
+        }
+        if (p->ready) {
+            result = TR_HTTP_REQUEST;
+            goto out;
+        }
+        if (!p->headers_done && p->head_bytes >= p->max_header_bytes) {
+            result = set_failed(p, 431, "headers too large");
+            goto out;
+        }
+    }
+out:
+    *consumed = off;
+    return result;
+}
+
+void tr__http_parser_next(tr_http_parser_t *p)
+{
+    bool paused = p->ready;
+    reset_request(p);
+    if (paused && llhttp_get_errno(&p->ll) == HPE_PAUSED) llhttp_resume(&p->ll);
+}

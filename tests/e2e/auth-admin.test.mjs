@@ -1,0 +1,235 @@
+// Administration and API keys of the auth service (issue 2 §4): the admin
+// CLI, the paginated user list, role/ban/approval changes and the API-key
+// lifecycle.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import {
+  FAST_ARGON2_ENV,
+  PASSWORD,
+  T,
+  adminCreateUser,
+  api,
+  assertError,
+  assertFieldError,
+  assertUser,
+  decodeJwt,
+  loginUser,
+  registerUser,
+  request,
+  runCli,
+  startService,
+  uniqueEmail,
+  userOf,
+} from './lib/harness.mjs';
+
+const opts = { timeout: T(30000) };
+let svc;
+let base;
+let admin;
+let adminUser;
+
+before(async () => {
+  svc = await startService('auth');
+  base = svc.url;
+  const email = uniqueEmail('root');
+  adminUser = await adminCreateUser(svc.dataDir, { email, password: PASSWORD, role: 'admin' });
+  admin = await loginUser(base, email);
+});
+after(async () => {
+  await svc?.stop();
+});
+
+const me = (token) => api(base, 'GET', '/api/auth/me', { token });
+const refresh = (refresh_token) => api(base, 'POST', '/api/auth/refresh', { body: { refresh_token } });
+const login = (email, password = PASSWORD) => api(base, 'POST', '/api/auth/login', { body: { email, password } });
+const patch = (id, body, token = admin.access_token) => api(base, 'PATCH', `/api/auth/users/${id}`, { token, body });
+
+test('admin create-user prints the new admin as JSON', opts, async () => {
+  assertUser(assert, adminUser, { role: 'admin' });
+  assert.equal(admin.user.id, adminUser.id, 'the CLI user can log in');
+  assert.equal(decodeJwt(admin.access_token).payload.role, 'admin');
+});
+
+test('admin create-user normalises the e-mail and refuses a duplicate', opts, async () => {
+  const email = uniqueEmail('cli');
+  const u = await adminCreateUser(svc.dataDir, { email: ` ${email.toUpperCase()} `, password: PASSWORD, role: 'user' });
+  assertUser(assert, u, { email, role: 'user' });
+  assert.equal((await loginUser(base, email)).user.id, u.id);
+  const dup = await runCli(
+    ['admin', 'create-user', '--email', email, '--password', PASSWORD, '--role', 'user', '--data', svc.dataDir],
+    { env: FAST_ARGON2_ENV },
+  );
+  assert.notEqual(dup.code, 0, 'a duplicate e-mail fails');
+  assert.ok(dup.stderr.trim().length > 0, 'with a message on stderr');
+});
+
+test('GET /api/auth/users pages with limit (default 20) and cursor', opts, async () => {
+  const made = [];
+  for (let i = 0; i < 23; i++) made.push((await registerUser(base, { email: uniqueEmail('page') })).user.id);
+
+  const first = await api(base, 'GET', '/api/auth/users', { token: admin.access_token });
+  assert.equal(first.status, 200, first.text);
+  assert.ok(Array.isArray(first.json.data));
+  assert.equal(first.json.data.length, 20, 'default limit is 20');
+  assert.equal(typeof first.json.next_cursor, 'string', 'more pages announced');
+  for (const u of first.json.data) assertUser(assert, u);
+  assert.doesNotMatch(first.text, /\$argon2|password/i, 'no password material in the list');
+
+  const seen = new Set();
+  let cursor = null;
+  let pages = 0;
+  do {
+    const q = `/api/auth/users?limit=7${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+    const r = await api(base, 'GET', q, { token: admin.access_token });
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.json.data.length <= 7, 'limit honoured');
+    for (const u of r.json.data) {
+      assert.ok(!seen.has(u.id), `user ${u.id} appears on one page only`);
+      seen.add(u.id);
+    }
+    cursor = r.json.next_cursor;
+    assert.ok(cursor === null || typeof cursor === 'string', 'next_cursor is a string or null');
+    pages++;
+    assert.ok(pages < 100, 'pagination ends');
+  } while (cursor);
+  for (const id of [...made, adminUser.id]) assert.ok(seen.has(id), `user ${id} listed`);
+});
+
+test('users list limit above 100 is refused or capped', opts, async () => {
+  const r = await api(base, 'GET', '/api/auth/users?limit=101', { token: admin.access_token });
+  if (r.status === 400) assertError(assert, r, 400, 'invalid_argument');
+  else {
+    assert.equal(r.status, 200, r.text);
+    assert.ok(r.json.data.length <= 100);
+  }
+  const r100 = await api(base, 'GET', '/api/auth/users?limit=100', { token: admin.access_token });
+  assert.equal(r100.status, 200, r100.text);
+});
+
+test('users list: 401 anonymous, 403 for a non-admin', opts, async () => {
+  const reg = await registerUser(base);
+  assertError(assert, await api(base, 'GET', '/api/auth/users'), 401, 'unauthenticated');
+  assertError(assert, await api(base, 'GET', '/api/auth/users', { token: reg.access_token }), 403, 'permission_denied');
+});
+
+test('PATCH role: the user\'s next token carries the new role', opts, async () => {
+  const reg = await registerUser(base);
+  const r = await patch(reg.user.id, { role: 'moderator' });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(userOf(r.json).role, 'moderator');
+  const again = await loginUser(base, reg.email);
+  assert.equal(again.user.role, 'moderator');
+  assert.equal(decodeJwt(again.access_token).payload.role, 'moderator');
+});
+
+test('a user promoted to admin can use admin routes', opts, async () => {
+  const reg = await registerUser(base);
+  assert.equal((await patch(reg.user.id, { role: 'admin' })).status, 200);
+  const again = await loginUser(base, reg.email);
+  const r = await api(base, 'GET', '/api/auth/users', { token: again.access_token });
+  assert.equal(r.status, 200, r.text);
+});
+
+test('PATCH with an unknown role: 400', opts, async () => {
+  const reg = await registerUser(base);
+  assertError(assert, await patch(reg.user.id, { role: 'emperor' }), 400, 'invalid_argument');
+  assertError(assert, await patch(reg.user.id, { banned: 'yes' }), 400, 'invalid_argument');
+});
+
+test('PATCH an unknown user: 404', opts, async () => {
+  assertError(assert, await patch('01890000-0000-7000-8000-000000000000', { role: 'user' }), 404, 'not_found');
+});
+
+test('PATCH by a non-admin: 403; anonymous: 401', opts, async () => {
+  const reg = await registerUser(base);
+  assertError(assert, await patch(reg.user.id, { role: 'admin' }, reg.access_token), 403, 'permission_denied');
+  assertError(assert, await api(base, 'PATCH', `/api/auth/users/${reg.user.id}`, { body: { role: 'admin' } }), 401, 'unauthenticated');
+  assert.equal((await loginUser(base, reg.email)).user.role, reg.user.role, 'role unchanged');
+});
+
+test('banned user: sessions revoked, login 403, refresh 401; unban restores login', opts, async () => {
+  const reg = await registerUser(base);
+  const second = await loginUser(base, reg.email);
+  const r = await patch(reg.user.id, { banned: true });
+  assert.equal(r.status, 200, r.text);
+  const u = userOf(r.json);
+  if ('banned' in u) assert.equal(u.banned, true);
+
+  for (const s of [reg, second]) {
+    assertError(assert, await me(s.access_token), 401, 'unauthenticated');
+    assertError(assert, await refresh(s.refresh_token), 401, 'unauthenticated');
+  }
+  assertError(assert, await login(reg.email), 403, 'permission_denied');
+
+  assert.equal((await patch(reg.user.id, { banned: false })).status, 200);
+  assert.equal((await login(reg.email)).status, 200);
+});
+
+test('PATCH approved is accepted and reflected', opts, async () => {
+  const reg = await registerUser(base);
+  for (const approved of [false, true]) {
+    const r = await patch(reg.user.id, { approved });
+    assert.equal(r.status, 200, r.text);
+    const u = userOf(r.json);
+    if ('approved' in u) assert.equal(u.approved, approved);
+  }
+});
+
+test('API key: created with the key once, listed without it, authenticates, revoked -> 401', opts, async () => {
+  const reg = await registerUser(base);
+  const created = await api(base, 'POST', '/api/auth/api-keys', { token: reg.access_token, body: { name: 'ci bot' } });
+  assert.equal(created.status, 201, created.text);
+  const k = created.json.api_key && typeof created.json.api_key === 'object' ? { ...created.json.api_key, ...created.json } : created.json;
+  assert.equal(typeof k.key, 'string');
+  assert.ok(k.key.length >= 24, 'key is long');
+  assert.equal(typeof k.id, 'string');
+  assert.equal(k.name, 'ci bot');
+
+  const list = await api(base, 'GET', '/api/auth/api-keys', { token: reg.access_token });
+  assert.equal(list.status, 200, list.text);
+  assert.ok(Array.isArray(list.json.data));
+  const entry = list.json.data.find((e) => e.id === k.id);
+  assert.ok(entry, 'the key is listed');
+  assert.equal(entry.name, 'ci bot');
+  assert.ok(!list.text.includes(k.key), 'the key itself is never listed');
+
+  const who = await request(`${base}/api/auth/me`, { headers: { 'X-API-Key': k.key } });
+  assert.equal(who.status, 200, who.text);
+  assert.equal(userOf(who.json).id, reg.user.id, 'the key authenticates as its owner');
+
+  const del = await api(base, 'DELETE', `/api/auth/api-keys/${k.id}`, { token: reg.access_token });
+  assert.equal(del.status, 204, del.text);
+  const after = await request(`${base}/api/auth/me`, { headers: { 'X-API-Key': k.key } });
+  assertError(assert, after, 401, 'unauthenticated');
+  const list2 = await api(base, 'GET', '/api/auth/api-keys', { token: reg.access_token });
+  const still = list2.json.data.find((e) => e.id === k.id);
+  assert.ok(!still || still.revoked === true || still.revoked_at, 'a revoked key is gone or marked revoked');
+  assertError(assert, await api(base, 'DELETE', `/api/auth/api-keys/${k.id}`, { token: reg.access_token }), 404, 'not_found');
+});
+
+test('an unknown API key: 401', opts, async () => {
+  const r = await request(`${base}/api/auth/me`, { headers: { 'X-API-Key': 'trk_this_key_does_not_exist_0123456789' } });
+  assertError(assert, r, 401, 'unauthenticated');
+});
+
+test('deleting another user\'s API key: 404 and it keeps working', opts, async () => {
+  const a = await registerUser(base);
+  const b = await registerUser(base);
+  const created = await api(base, 'POST', '/api/auth/api-keys', { token: b.access_token, body: { name: 'b key' } });
+  assert.equal(created.status, 201, created.text);
+  const k = { ...(created.json.api_key || {}), ...created.json };
+  const del = await api(base, 'DELETE', `/api/auth/api-keys/${k.id}`, { token: a.access_token });
+  assertError(assert, del, 404, 'not_found');
+  const who = await request(`${base}/api/auth/me`, { headers: { 'X-API-Key': k.key } });
+  assert.equal(who.status, 200, who.text);
+  const listA = await api(base, 'GET', '/api/auth/api-keys', { token: a.access_token });
+  assert.ok(!listA.json.data.some((e) => e.id === k.id), 'keys are listed to their owner only');
+});
+
+test('API key creation without a name: 400 details name; anonymous: 401', opts, async () => {
+  const reg = await registerUser(base);
+  assertFieldError(assert, await api(base, 'POST', '/api/auth/api-keys', { token: reg.access_token, body: {} }), 'name');
+  assertError(assert, await api(base, 'POST', '/api/auth/api-keys', { body: { name: 'x' } }), 401, 'unauthenticated');
+  assertError(assert, await api(base, 'GET', '/api/auth/api-keys'), 401, 'unauthenticated');
+});

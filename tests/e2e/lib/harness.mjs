@@ -1,0 +1,926 @@
+// harness.mjs - what every black-box test needs to drive the real `trellis`
+// binary over real loopback sockets.
+//
+// Design notes:
+// - Every process and temp dir the harness creates is tracked in module-level
+//   sets. Tests stop what they start in after() hooks; a process 'exit'
+//   handler SIGKILLs and removes whatever is left, so a failing or timed-out
+//   test never leaks a server or a directory.
+// - request() uses node:http with agent:false (one connection per request,
+//   closed after the answer) rather than fetch, so a test controls every
+//   header and sees the exact status and headers the server sent.
+// - RawConn speaks HTTP/1.1 by hand over node:net for the cases a client
+//   library hides: pipelining, HEAD framing, 100-continue, malformed input,
+//   slow clients. Its response reader understands Content-Length, chunked
+//   and read-until-close bodies.
+// - Under the ASan build (TRELLIS_E2E_SANITIZED=1) everything is several
+//   times slower; every timeout goes through T().
+
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const TRELLIS_BIN = process.env.TRELLIS_BIN
+  ? path.resolve(process.env.TRELLIS_BIN)
+  : path.join(REPO_ROOT, 'build', 'trellis');
+export const SANITIZED = process.env.TRELLIS_E2E_SANITIZED === '1';
+
+/** Scales a timeout for the sanitizer build. */
+export function T(ms) {
+  return SANITIZED ? ms * 5 : ms;
+}
+
+// Argon2 at its minimums keeps registration and login in the tens of
+// milliseconds, so the suite stays fast.
+export const FAST_ARGON2_ARGS = ['--argon2-memory', '19m', '--argon2-iterations', '2'];
+export const FAST_ARGON2_ENV = { TRELLIS_ARGON2_MEMORY: '19m', TRELLIS_ARGON2_ITERATIONS: '2' };
+
+const liveProcs = new Set();
+const liveDirs = new Set();
+
+process.on('exit', () => {
+  for (const p of liveProcs) {
+    try {
+      p.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  for (const d of liveDirs) {
+    try {
+      fs.rmSync(d, { recursive: true, force: true });
+    } catch {
+      /* best effort at exit */
+    }
+  }
+});
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A fresh private temp dir, removed at exit unless removed earlier. */
+export function tempDir(prefix = 'trellis-e2e-') {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  liveDirs.add(d);
+  return d;
+}
+
+export function removeDir(d) {
+  fs.rmSync(d, { recursive: true, force: true });
+  liveDirs.delete(d);
+}
+
+/** Environment for a child: ours minus TRELLIS_* settings that would leak
+ * into the service's configuration, plus extra. */
+function childEnv(extra = {}) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (k.startsWith('TRELLIS_')) continue;
+    env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+/** Splits a stream into lines, calling onLine for each complete one. */
+function lineReader(stream, onLine) {
+  let pending = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk) => {
+    pending += chunk;
+    let i;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, i).replace(/\r$/, '');
+      pending = pending.slice(i + 1);
+      onLine(line);
+    }
+  });
+  stream.on('end', () => {
+    if (pending) onLine(pending);
+    pending = '';
+  });
+}
+
+function parseLogLine(line) {
+  try {
+    const v = JSON.parse(line);
+    if (v && typeof v === 'object') return v;
+  } catch {
+    /* not JSON */
+  }
+  return { raw: line };
+}
+
+/** Resolves with {code, signal} when proc has exited (at once if it has). */
+export function waitExit(proc, timeoutMs = Infinity) {
+  return new Promise((resolve, reject) => {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      resolve({ code: proc.exitCode, signal: proc.signalCode });
+      return;
+    }
+    let timer = null;
+    const onExit = (code, signal) => {
+      if (timer) clearTimeout(timer);
+      resolve({ code, signal });
+    };
+    proc.once('exit', onExit);
+    if (Number.isFinite(timeoutMs)) {
+      timer = setTimeout(() => {
+        proc.off('exit', onExit);
+        reject(new Error(`process ${proc.pid} did not exit within ${timeoutMs} ms`));
+      }, timeoutMs);
+    }
+  });
+}
+
+/** SIGTERM, then SIGKILL after killAfterMs. Resolves with {code, signal, killed}. */
+export async function terminate(proc, killAfterMs = 10000) {
+  if (proc.exitCode !== null || proc.signalCode !== null) {
+    liveProcs.delete(proc);
+    return { code: proc.exitCode, signal: proc.signalCode, killed: false };
+  }
+  proc.kill('SIGTERM');
+  try {
+    const r = await waitExit(proc, killAfterMs);
+    return { ...r, killed: false };
+  } catch {
+    proc.kill('SIGKILL');
+    const r = await waitExit(proc);
+    return { ...r, killed: true };
+  } finally {
+    liveProcs.delete(proc);
+  }
+}
+
+// What the sanitizers print when they find something (ASan, LSan, UBSan).
+const SANITIZER_REPORT = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |SUMMARY: UndefinedBehaviorSanitizer/;
+
+/**
+ * Throws when a stopped process did not shut down cleanly: killed, a non-zero
+ * exit after SIGTERM, or a sanitizer report in its output. Called by stop()
+ * so every after() hook that stops a service also checks it.
+ */
+function checkCleanExit(what, r, output) {
+  const problems = [];
+  if (r.killed) problems.push('did not exit within the grace period and was SIGKILLed');
+  else if (r.code !== 0) problems.push(`exited with code ${r.code} signal ${r.signal} after SIGTERM`);
+  const m = SANITIZER_REPORT.exec(output);
+  if (m) problems.push(`sanitizer report: ${m[0]}`);
+  if (problems.length) {
+    const tail = output.split('\n').slice(-60).join('\n');
+    const err = new Error(`${what}: ${problems.join('; ')}\n--- last output\n${tail}`);
+    err.exit = r;
+    throw err;
+  }
+}
+
+/**
+ * Starts `trellis serve <name> --port 0 --data <dir> ...` and waits for its
+ * "listening" log line.
+ *
+ * opts.args: extra flags; opts.env: extra environment; opts.dataDir: use this
+ * dir (kept on stop) instead of a fresh one (removed on stop); opts.fastArgon2
+ * (default true for auth): pass the argon2 minimums.
+ */
+export async function startService(name, opts = {}) {
+  const { args = [], env = {}, timeoutMs = T(20000) } = opts;
+  const ownDir = !opts.dataDir;
+  const dataDir = opts.dataDir || tempDir(`trellis-${name}-`);
+  const fast = opts.fastArgon2 ?? name === 'auth';
+  const argv = ['serve', name, '--port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...args];
+  const proc = spawn(TRELLIS_BIN, argv, {
+    cwd: dataDir,
+    env: childEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  liveProcs.add(proc);
+
+  const logs = [];
+  const out = { stdout: '', stderr: '' };
+  const watchers = new Set();
+  lineReader(proc.stderr, (line) => {
+    out.stderr += line + '\n';
+    const entry = parseLogLine(line);
+    logs.push(entry);
+    for (const w of watchers) w(entry);
+  });
+  lineReader(proc.stdout, (line) => {
+    out.stdout += line + '\n';
+  });
+
+  const svc = {
+    name,
+    proc,
+    pid: proc.pid,
+    dataDir,
+    logs,
+    port: 0,
+    url: '',
+    /** Everything the process wrote so far, stdout and stderr. */
+    output: () => out.stdout + out.stderr,
+    /** Resolves with the first log entry (past or future) matching pred. */
+    waitLog(pred, ms = T(10000)) {
+      const hit = logs.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const w = (e) => {
+          if (!pred(e)) return;
+          watchers.delete(w);
+          clearTimeout(timer);
+          resolve(e);
+        };
+        const timer = setTimeout(() => {
+          watchers.delete(w);
+          reject(new Error(`log line not seen within ${ms} ms; output:\n${svc.output()}`));
+        }, ms);
+        watchers.add(w);
+      });
+    },
+    stopped: null,
+    /** SIGTERM and wait; removes an own data dir. Resolves with
+     * {code, signal, killed}; rejects when the exit was not clean (see
+     * checkCleanExit) unless opts.check is false. */
+    async stop({ check = true } = {}) {
+      if (!svc.stopped) {
+        svc.stopped = (async () => {
+          const r = await terminate(proc, T(10000));
+          if (ownDir) removeDir(dataDir);
+          return r;
+        })();
+      }
+      const r = await svc.stopped;
+      if (check) checkCleanExit(`trellis serve ${name} (pid ${proc.pid})`, r, svc.output());
+      return r;
+    },
+  };
+
+  const listening = await new Promise((resolve, reject) => {
+    const fail = (why) => {
+      cleanup();
+      reject(new Error(`trellis serve ${name}: ${why}\nargv: ${argv.join(' ')}\noutput:\n${svc.output()}`));
+    };
+    const w = (e) => {
+      if (e.msg === 'listening' && Number.isInteger(e.port) && e.port > 0) {
+        cleanup();
+        resolve(e);
+      }
+    };
+    const onExit = (code, signal) => {
+      // Let the pipes drain so the error shows the process's last words.
+      setTimeout(() => fail(`exited before listening (code ${code}, signal ${signal})`), 100);
+    };
+    const onError = (err) => fail(`spawn failed: ${err.message}`);
+    const timer = setTimeout(() => fail(`no "listening" line within ${timeoutMs} ms`), timeoutMs);
+    function cleanup() {
+      clearTimeout(timer);
+      watchers.delete(w);
+      proc.off('exit', onExit);
+      proc.off('error', onError);
+    }
+    watchers.add(w);
+    proc.on('exit', onExit);
+    proc.on('error', onError);
+  }).catch(async (err) => {
+    await svc.stop({ check: false });
+    throw err;
+  });
+
+  svc.port = listening.port;
+  svc.url = `http://127.0.0.1:${listening.port}`;
+  svc.listening = listening;
+  return svc;
+}
+
+/** Parses the table `trellis up` prints: header SERVICE PORT PID URL. */
+export function parseUpTable(stdoutLines) {
+  const rows = [];
+  const h = stdoutLines.findIndex((l) => /^\s*SERVICE\s+PORT\s+PID\s+URL\s*$/.test(l));
+  if (h < 0) return { header: false, rows };
+  for (let i = h + 1; i < stdoutLines.length; i++) {
+    const m = /^\s*([a-z][a-z0-9_-]*)\s+(\d+)\s+(\d+)\s+(\S+)\s*$/.exec(stdoutLines[i]);
+    if (!m) break;
+    rows.push({ service: m[1], port: Number(m[2]), pid: Number(m[3]), url: m[4] });
+  }
+  return { header: true, rows };
+}
+
+/**
+ * Starts `trellis up --port-base N --data DIR [--only ...]` and waits for the
+ * stdout line "trellis up: ready". Argon2 minimums reach the children
+ * through the environment (TRELLIS_ARGON2_*), which they inherit.
+ */
+export async function startUp(opts = {}) {
+  const { only, args = [], env = {}, timeoutMs = T(30000) } = opts;
+  const portBase = opts.portBase ?? (await freePortBase());
+  const ownDir = !opts.dataDir;
+  const dataDir = opts.dataDir || tempDir('trellis-up-');
+  const argv = ['up', '--port-base', String(portBase), '--data', dataDir];
+  if (only) argv.push('--only', Array.isArray(only) ? only.join(',') : only);
+  argv.push(...args);
+  const proc = spawn(TRELLIS_BIN, argv, {
+    cwd: dataDir,
+    env: childEnv({ ...FAST_ARGON2_ENV, ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  liveProcs.add(proc);
+
+  const stdoutLines = [];
+  const stderrLines = [];
+  const watchers = new Set();
+  const emit = (stream, line) => {
+    for (const w of watchers) w(stream, line);
+  };
+  lineReader(proc.stdout, (line) => {
+    stdoutLines.push(line);
+    emit('stdout', line);
+  });
+  lineReader(proc.stderr, (line) => {
+    stderrLines.push(line);
+    emit('stderr', line);
+  });
+
+  const up = {
+    proc,
+    pid: proc.pid,
+    portBase,
+    dataDir,
+    stdoutLines,
+    stderrLines,
+    output: () => `--- stdout\n${stdoutLines.join('\n')}\n--- stderr\n${stderrLines.join('\n')}\n`,
+    table: () => parseUpTable(stdoutLines),
+    /** Resolves with the first line (either stream, past or future) matching re,
+     * considering only lines after index `from` ({stdout, stderr}). */
+    waitLine(re, ms = T(15000), from = { stdout: 0, stderr: 0 }) {
+      const past =
+        stdoutLines.slice(from.stdout).find((l) => re.test(l)) ??
+        stderrLines.slice(from.stderr).find((l) => re.test(l));
+      if (past !== undefined) return Promise.resolve(past);
+      return new Promise((resolve, reject) => {
+        const w = (_s, line) => {
+          if (!re.test(line)) return;
+          watchers.delete(w);
+          clearTimeout(timer);
+          resolve(line);
+        };
+        const timer = setTimeout(() => {
+          watchers.delete(w);
+          reject(new Error(`no line matching ${re} within ${ms} ms\n${up.output()}`));
+        }, ms);
+        watchers.add(w);
+      });
+    },
+    mark: () => ({ stdout: stdoutLines.length, stderr: stderrLines.length }),
+    stopped: null,
+    /** Like the service's stop(): rejects on an unclean exit unless
+     * opts.check is false. */
+    async stop({ check = true } = {}) {
+      if (!up.stopped) {
+        up.stopped = (async () => {
+          const r = await terminate(proc, T(15000));
+          if (ownDir) removeDir(dataDir);
+          return r;
+        })();
+      }
+      const r = await up.stopped;
+      if (check) checkCleanExit(`trellis up (pid ${proc.pid})`, r, up.output());
+      return r;
+    },
+  };
+
+  const exited = waitExit(proc).then((r) => {
+    throw new Error(`trellis up exited before ready (code ${r.code}, signal ${r.signal})`);
+  });
+  try {
+    await Promise.race([up.waitLine(/^trellis up: ready\s*$/, timeoutMs), exited]);
+  } catch (err) {
+    await sleep(100);
+    await up.stop({ check: false });
+    throw new Error(`${err.message}\nargv: ${argv.join(' ')}\n${up.output()}`);
+  }
+  exited.catch(() => {});
+  return up;
+}
+
+/** Runs the CLI to completion. Resolves with {code, signal, stdout, stderr}. */
+export function runCli(args, opts = {}) {
+  const { env = {}, timeoutMs = T(20000), cwd } = opts;
+  return new Promise((resolve, reject) => {
+    const proc = spawn(TRELLIS_BIN, args, {
+      cwd: cwd || os.tmpdir(),
+      env: childEnv(env),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    liveProcs.add(proc);
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (c) => (stdout += c));
+    proc.stderr.setEncoding('utf8').on('data', (c) => (stderr += c));
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`trellis ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stdout}${stderr}`));
+    }, timeoutMs);
+    proc.on('error', (e) => {
+      clearTimeout(timer);
+      liveProcs.delete(proc);
+      reject(e);
+    });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      liveProcs.delete(proc);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** `trellis admin create-user`; returns the user object it prints. */
+export async function adminCreateUser(dataDir, { email, password, role = 'admin' }) {
+  const r = await runCli(
+    ['admin', 'create-user', '--email', email, '--password', password, '--role', role, '--data', dataDir],
+    { env: FAST_ARGON2_ENV },
+  );
+  if (r.code !== 0) {
+    throw new Error(`admin create-user exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  }
+  let user;
+  try {
+    user = JSON.parse(r.stdout.trim());
+  } catch {
+    throw new Error(`admin create-user did not print JSON: ${r.stdout}`);
+  }
+  return user.user && typeof user.user === 'object' ? user.user : user;
+}
+
+/**
+ * One HTTP request on its own connection. body: a string/Buffer is sent as
+ * is; anything else is JSON-encoded with Content-Type application/json (unless
+ * the caller set Content-Type). Resolves with {status, headers, text, json}.
+ */
+export function request(url, opts = {}) {
+  const { method = 'GET', headers = {}, body, timeoutMs = T(15000), agent = false } = opts;
+  const u = new URL(url);
+  let payload;
+  const hdrs = { ...headers };
+  const has = (n) => Object.keys(hdrs).some((k) => k.toLowerCase() === n);
+  if (body !== undefined && body !== null) {
+    if (typeof body === 'string' || Buffer.isBuffer(body)) {
+      payload = Buffer.from(body);
+    } else {
+      payload = Buffer.from(JSON.stringify(body));
+      if (!has('content-type')) hdrs['Content-Type'] = 'application/json';
+    }
+    if (!has('content-length') && !has('transfer-encoding')) hdrs['Content-Length'] = payload.length;
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: hdrs, agent },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          clearTimeout(timer);
+          const buf = Buffer.concat(chunks);
+          const text = buf.toString('utf8');
+          let json;
+          try {
+            json = text ? JSON.parse(text) : undefined;
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode, headers: res.headers, text, json, body: buf });
+        });
+        res.on('error', reject);
+      },
+    );
+    const timer = setTimeout(() => {
+      req.destroy(new Error(`${method} ${url} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    req.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+/** Shorthand: JSON request with an optional Bearer token. */
+export function api(base, method, p, { body, token, headers = {}, ...rest } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = `Bearer ${token}`;
+  return request(base + p, { method, body, headers: h, ...rest });
+}
+
+/** Finds a base port B in 20000-60000 with B..B+20 all free on 127.0.0.1. */
+export async function freePortBase(span = 20) {
+  const canBind = (port) =>
+    new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20000 + crypto.randomInt(0, 40000 - span);
+    let ok = true;
+    for (let p = base; p <= base + span && ok; p++) ok = await canBind(p);
+    if (ok) return base;
+  }
+  throw new Error('no free port range found');
+}
+
+// ---------------------------------------------------------------- raw TCP
+
+/** Parses "HTTP/1.1 200 OK\r\nA: b\r\n..." up to the blank line. */
+function parseHead(text) {
+  const lines = text.split('\r\n');
+  const m = /^HTTP\/(\d\.\d) (\d{3})(?: (.*))?$/.exec(lines[0]);
+  if (!m) throw new Error(`bad status line: ${JSON.stringify(lines[0])}`);
+  const headers = {};
+  const rawHeaders = [];
+  for (const l of lines.slice(1)) {
+    const i = l.indexOf(':');
+    if (i <= 0) throw new Error(`bad header line: ${JSON.stringify(l)}`);
+    const name = l.slice(0, i).trim();
+    const value = l.slice(i + 1).trim();
+    rawHeaders.push([name, value]);
+    const k = name.toLowerCase();
+    headers[k] = headers[k] === undefined ? value : `${headers[k]}, ${value}`;
+  }
+  return { version: m[1], status: Number(m[2]), reason: m[3] ?? '', headers, rawHeaders };
+}
+
+/**
+ * A hand-driven HTTP/1.1 connection. write() sends bytes; readResponse()
+ * consumes exactly one response from what has arrived (waiting as needed);
+ * waitClose() tells whether the server closed the connection.
+ */
+export class RawConn {
+  static open(port, host = '127.0.0.1') {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ port, host });
+      const c = new RawConn(sock);
+      sock.once('connect', () => resolve(c));
+      sock.once('error', reject);
+    });
+  }
+
+  constructor(sock) {
+    this.sock = sock;
+    this.buf = Buffer.alloc(0);
+    this.ended = false; // peer sent FIN
+    this.closed = false;
+    this.error = null;
+    this.waiters = new Set();
+    sock.on('data', (d) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.#wake();
+    });
+    sock.on('end', () => {
+      this.ended = true;
+      this.#wake();
+    });
+    sock.on('close', () => {
+      this.closed = true;
+      this.#wake();
+    });
+    sock.on('error', (e) => {
+      this.error = e;
+      this.#wake();
+    });
+  }
+
+  #wake() {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Resolves once pred() is true (checked on every socket event). */
+  #until(pred, ms, what) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        let v;
+        try {
+          v = pred();
+        } catch (e) {
+          done();
+          reject(e);
+          return;
+        }
+        if (v !== undefined && v !== false) {
+          done();
+          resolve(v);
+        } else if (this.ended || this.closed) {
+          done();
+          reject(
+            new Error(
+              `connection closed while waiting for ${what}` +
+                (this.error ? ` (${this.error.code || this.error.message})` : '') +
+                `; received: ${JSON.stringify(this.buf.toString('latin1').slice(0, 500))}`,
+            ),
+          );
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(
+          new Error(`timed out after ${ms} ms waiting for ${what}; received: ${JSON.stringify(this.buf.toString('latin1').slice(0, 500))}`),
+        );
+      }, ms);
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  write(data) {
+    return new Promise((resolve, reject) => {
+      this.sock.write(data, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /** Resolves with the raw head text once a full head ("\r\n\r\n") is buffered. */
+  async peekHead(ms = T(5000)) {
+    return this.#until(
+      () => {
+        const i = this.buf.indexOf('\r\n\r\n');
+        return i >= 0 ? this.buf.subarray(0, i).toString('latin1') : false;
+      },
+      ms,
+      'a response head',
+    );
+  }
+
+  /**
+   * Reads one response. opts.head: the request was HEAD (no body follows).
+   * Returns {status, reason, headers, rawHeaders, body, text, json}.
+   */
+  async readResponse(opts = {}) {
+    const { head = false, timeoutMs = T(10000) } = opts;
+    const headEnd = await this.#until(
+      () => {
+        const i = this.buf.indexOf('\r\n\r\n');
+        return i >= 0 ? i : false;
+      },
+      timeoutMs,
+      'a response head',
+    );
+    const parsed = parseHead(this.buf.subarray(0, headEnd).toString('latin1'));
+    let rest = headEnd + 4;
+    const noBody = head || (parsed.status >= 100 && parsed.status < 200) || parsed.status === 204 || parsed.status === 304;
+    let body = Buffer.alloc(0);
+    if (noBody) {
+      this.buf = this.buf.subarray(rest);
+    } else if (/\bchunked\b/i.test(parsed.headers['transfer-encoding'] || '')) {
+      const end = await this.#until(
+        () => {
+          const parts = [];
+          let p = rest;
+          for (;;) {
+            const eol = this.buf.indexOf('\r\n', p);
+            if (eol < 0) return false;
+            const size = parseInt(this.buf.subarray(p, eol).toString('latin1').split(';')[0], 16);
+            if (Number.isNaN(size)) throw new Error('bad chunk size');
+            if (size === 0) {
+              // No trailers expected from Trellis: "0\r\n\r\n".
+              const fin = this.buf.indexOf('\r\n\r\n', eol);
+              if (fin !== eol) return false;
+              body = Buffer.concat(parts);
+              return eol + 4;
+            }
+            if (this.buf.length < eol + 2 + size + 2) return false;
+            parts.push(this.buf.subarray(eol + 2, eol + 2 + size));
+            p = eol + 2 + size + 2;
+          }
+        },
+        timeoutMs,
+        'a chunked body',
+      );
+      this.buf = this.buf.subarray(end);
+    } else if (parsed.headers['content-length'] !== undefined) {
+      const len = Number(parsed.headers['content-length']);
+      await this.#until(() => this.buf.length >= rest + len, timeoutMs, `a ${len}-byte body`);
+      body = Buffer.from(this.buf.subarray(rest, rest + len));
+      this.buf = this.buf.subarray(rest + len);
+    } else {
+      await this.waitClose(timeoutMs);
+      body = Buffer.from(this.buf.subarray(rest));
+      this.buf = Buffer.alloc(0);
+    }
+    const text = body.toString('utf8');
+    let json;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { ...parsed, body, text, json };
+  }
+
+  /** Resolves true when the peer closed (FIN or reset) within ms, else false. */
+  async waitClose(ms = T(5000)) {
+    try {
+      await new Promise((resolve, reject) => {
+        const check = () => {
+          if (this.ended || this.closed) {
+            clearTimeout(timer);
+            this.waiters.delete(check);
+            resolve();
+          }
+        };
+        const timer = setTimeout(() => {
+          this.waiters.delete(check);
+          reject(new Error('timeout'));
+        }, ms);
+        this.waiters.add(check);
+        check();
+      });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Bytes received but not yet consumed by readResponse. */
+  get pending() {
+    return this.buf.length;
+  }
+
+  destroy() {
+    this.sock.destroy();
+  }
+}
+
+/** Builds a request message. body is a string or Buffer (sent as is). */
+export function rawRequest(method, target, headers = {}, body) {
+  const lines = [`${method} ${target} HTTP/1.1`];
+  const h = { Host: '127.0.0.1', ...headers };
+  if (body !== undefined && !Object.keys(h).some((k) => /^(content-length|transfer-encoding)$/i.test(k))) {
+    h['Content-Length'] = Buffer.byteLength(body);
+  }
+  for (const [k, v] of Object.entries(h)) lines.push(`${k}: ${v}`);
+  const head = Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1');
+  return body === undefined ? head : Buffer.concat([head, Buffer.from(body)]);
+}
+
+// ---------------------------------------------------------------- auth helpers
+
+let emailSeq = 0;
+/** A unique, valid e-mail address for this test run. */
+export function uniqueEmail(tag = 'u') {
+  emailSeq += 1;
+  return `${tag}.${process.pid}.${Date.now().toString(36)}.${emailSeq}@example.test`;
+}
+
+export const PASSWORD = 'correct horse battery staple';
+
+/** Registers a user; throws unless 201. Returns the parsed body plus email/password. */
+export async function registerUser(base, { email = uniqueEmail(), password = PASSWORD, name } = {}) {
+  const body = { email, password };
+  if (name !== undefined) body.name = name;
+  const r = await api(base, 'POST', '/api/auth/register', { body });
+  if (r.status !== 201) throw new Error(`register ${email}: ${r.status} ${r.text}`);
+  return { ...r.json, email, password };
+}
+
+/** Logs in; throws unless 200. */
+export async function loginUser(base, email, password = PASSWORD) {
+  const r = await api(base, 'POST', '/api/auth/login', { body: { email, password } });
+  if (r.status !== 200) throw new Error(`login ${email}: ${r.status} ${r.text}`);
+  return r.json;
+}
+
+// ---------------------------------------------------------------- JWT
+
+export const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/** Decodes a JWT without verifying it: {header, payload, signature}. */
+export function decodeJwt(token) {
+  const [h, p, s] = token.split('.');
+  return {
+    header: JSON.parse(Buffer.from(h, 'base64url').toString('utf8')),
+    payload: JSON.parse(Buffer.from(p, 'base64url').toString('utf8')),
+    signature: s,
+  };
+}
+
+/** Signs header.payload with HMAC (alg from the header unless hmacAlg given). */
+export function signJwt(header, payload, key, hmacAlg) {
+  const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}`;
+  if (key === null) return `${input}.`;
+  const alg = hmacAlg || { HS256: 'sha256', HS384: 'sha384', HS512: 'sha512' }[header.alg] || 'sha256';
+  const sig = crypto.createHmac(alg, key).update(input).digest();
+  return `${input}.${b64url(sig)}`;
+}
+
+// ---------------------------------------------------------------- assertions
+
+const ERROR_STATUS = {
+  invalid_argument: 400,
+  unauthenticated: 401,
+  permission_denied: 403,
+  not_found: 404,
+  method_not_allowed: 405,
+  request_timeout: 408,
+  already_exists: 409,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  idempotency_key_reused: 422,
+  rate_limited: 429,
+  headers_too_large: 431,
+  internal: 500,
+  unavailable: 503,
+};
+
+/**
+ * Asserts that res is the error envelope
+ * {"error":{"code","message","request_id","details"?}} with the given status.
+ * code may be a string or an array of acceptable codes (each must match its
+ * status). Returns the error object.
+ */
+export function assertError(assert, res, status, code) {
+  const statuses = Array.isArray(status) ? status : [status];
+  const where = `${res.status} ${res.text}`;
+  assert.ok(statuses.includes(res.status), `expected status ${statuses.join('/')}, got ${where}`);
+  assert.match(String(res.headers['content-type'] || ''), /^application\/json\b/i, `error content-type (${where})`);
+  assert.ok(res.json && typeof res.json === 'object', `error body is JSON (${where})`);
+  const e = res.json.error;
+  assert.ok(e && typeof e === 'object', `body has "error" object (${where})`);
+  const codes = Array.isArray(code) ? code : [code];
+  assert.ok(codes.includes(e.code), `error.code ${e.code} not in ${codes.join('/')} (${where})`);
+  assert.equal(ERROR_STATUS[e.code], res.status, `status matches code ${e.code}`);
+  assert.equal(typeof e.message, 'string', 'error.message is a string');
+  assert.ok(e.message.length > 0, 'error.message is not empty');
+  assert.equal(typeof e.request_id, 'string', 'error.request_id is a string');
+  assert.ok(e.request_id.length > 0, 'error.request_id is not empty');
+  if (res.headers['x-request-id'] !== undefined) {
+    assert.equal(e.request_id, res.headers['x-request-id'], 'error.request_id equals X-Request-Id');
+  }
+  if (e.details !== undefined) {
+    assert.ok(Array.isArray(e.details), 'error.details is an array');
+    for (const d of e.details) {
+      assert.equal(typeof d.field, 'string', 'detail.field is a string');
+      assert.equal(typeof d.issue, 'string', 'detail.issue is a string');
+    }
+  }
+  return e;
+}
+
+/** Asserts a 400 whose details name the given field. */
+export function assertFieldError(assert, res, field) {
+  const e = assertError(assert, res, 400, 'invalid_argument');
+  assert.ok(Array.isArray(e.details) && e.details.length > 0, `details present (${res.text})`);
+  assert.ok(
+    e.details.some((d) => d.field === field),
+    `details name field "${field}" (${JSON.stringify(e.details)})`,
+  );
+  return e;
+}
+
+export const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export const RFC3339_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** The user object of an answer that is either {user:{...}} or the user itself. */
+export function userOf(body) {
+  return body && typeof body.user === 'object' && body.user !== null ? body.user : body;
+}
+
+/** Asserts the public user shape and that no secret leaked into it. */
+export function assertUser(assert, u, expect = {}) {
+  assert.ok(u && typeof u === 'object', 'user is an object');
+  assert.match(String(u.id), UUID_V7, 'user.id is a UUIDv7');
+  assert.equal(typeof u.email, 'string');
+  assert.equal(typeof u.role, 'string');
+  assert.ok(u.role.length > 0, 'user.role is set');
+  assert.match(String(u.created_at), RFC3339_MS, 'user.created_at is RFC 3339 UTC with ms');
+  assert.ok('name' in u, 'user has a name field');
+  for (const k of Object.keys(u)) {
+    assert.doesNotMatch(k, /password|hash|secret/i, `user carries no secret field (${k})`);
+  }
+  if (expect.email !== undefined) assert.equal(u.email, expect.email);
+  if (expect.id !== undefined) assert.equal(u.id, expect.id);
+  if (expect.role !== undefined) assert.equal(u.role, expect.role);
+  if (expect.name !== undefined) assert.equal(u.name, expect.name);
+}
+
+/** Asserts {user, access_token, refresh_token, token_type, expires_in}. */
+export function assertAuthBody(assert, body, expect = {}) {
+  assert.ok(body && typeof body === 'object', 'body is JSON');
+  assertUser(assert, body.user, expect);
+  assertTokenPair(assert, body);
+}
+
+export function assertTokenPair(assert, body) {
+  assert.equal(typeof body.access_token, 'string');
+  assert.equal(body.access_token.split('.').length, 3, 'access_token is a JWT');
+  assert.equal(typeof body.refresh_token, 'string');
+  assert.ok(body.refresh_token.length >= 16, 'refresh_token is long enough');
+  assert.notEqual(body.refresh_token, body.access_token);
+  assert.equal(body.token_type, 'Bearer');
+  assert.ok(Number.isInteger(body.expires_in) && body.expires_in > 0, `expires_in > 0 (${body.expires_in})`);
+}

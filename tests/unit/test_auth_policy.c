@@ -1,0 +1,326 @@
+/*
+ * test_auth_policy.c - the auth service's pure decisions
+ * (services/auth/auth_policy.c): roles, the login lockout window, what a
+ * presented refresh token deserves, paging limits, Bearer parsing, API key
+ * shapes and option validation. Table-driven: each row is a case a user of
+ * the API would recognise.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kit/config.h"
+#include "services/auth/auth_internal.h"
+
+#define S      1000LL
+#define MINUTE (60 * S)
+
+static void test_roles(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *role;
+        bool valid;
+    } cases[] = {
+        {"admin", true}, {"moderator", true}, {"verified_user", true},
+        {"user", true},  {"Admin", false},    {"root", false},
+        {"", false},     {"user ", false},    {"verified", false},
+        {NULL, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(auth_role_valid(cases[i].role), cases[i].valid);
+}
+
+static void test_lockout_window(void **state)
+{
+    (void)state;
+    const int64_t now = 100 * MINUTE, window = 15 * MINUTE;
+    static const struct {
+        const char *what;
+        int64_t recent[6]; /* minutes before now, newest first */
+        size_t n;
+        int64_t max;
+        int64_t want_s;
+    } cases[] = {
+        {"no failures", {0}, 0, 5, 0},
+        {"four failures are allowed a fifth try", {1, 2, 3, 4}, 4, 5, 0},
+        {"five just now: locked for the whole window", {0, 0, 0, 0, 0}, 5, 5, 15 * 60},
+        {"five, oldest 10 min ago: 5 min left", {1, 2, 3, 4, 10}, 5, 5, 5 * 60},
+        {"one failure allowed, one 14 min ago", {14}, 1, 1, 60},
+        {"max 3: the third newest decides", {1, 2, 12}, 3, 3, 3 * 60},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t recent[6];
+        for (size_t j = 0; j < cases[i].n; j++)
+            recent[j] = now - cases[i].recent[j] * MINUTE;
+        int64_t got = auth_lockout_retry_after_s(recent, cases[i].n, now, window, cases[i].max);
+        if (got != cases[i].want_s) fail_msg("%s: got %lld s", cases[i].what, (long long)got);
+    }
+}
+
+static void test_lockout_rounds_up_and_ends(void **state)
+{
+    (void)state;
+    const int64_t window = 15 * MINUTE;
+    int64_t t0 = 1000000;
+    int64_t recent[5] = {t0, t0, t0, t0, t0};
+    /* 1 ms before the oldest failure leaves the window: still locked, 1 s. */
+    assert_int_equal(auth_lockout_retry_after_s(recent, 5, t0 + window - 1, window, 5), 1);
+    /* 1.5 s before: rounded up to 2 s, never down to a value that is too early. */
+    assert_int_equal(auth_lockout_retry_after_s(recent, 5, t0 + window - 1500, window, 5), 2);
+    /* At the edge the failure no longer counts. */
+    assert_int_equal(auth_lockout_retry_after_s(recent, 5, t0 + window, window, 5), 0);
+}
+
+static void test_refresh_decisions(void **state)
+{
+    (void)state;
+    const int64_t now = 50 * MINUTE;
+    static const struct {
+        const char *what;
+        auth_refresh_facts_t facts;
+        auth_refresh_verdict_t want;
+    } cases[] = {
+        {"unknown token", {.found = false}, AUTH_REFRESH_UNKNOWN},
+        {"fresh token rotates", {.found = true, .expires_at_ms = 60 * MINUTE}, AUTH_REFRESH_ROTATE},
+        {"used token is reuse",
+         {.found = true, .used = true, .expires_at_ms = 60 * MINUTE},
+         AUTH_REFRESH_REUSED},
+        {"reuse wins over expiry",
+         {.found = true, .used = true, .expires_at_ms = 10 * MINUTE},
+         AUTH_REFRESH_REUSED},
+        {"reuse wins over a revoked session",
+         {.found = true, .used = true, .session_revoked = true, .expires_at_ms = 60 * MINUTE},
+         AUTH_REFRESH_REUSED},
+        {"revoked session",
+         {.found = true, .session_revoked = true, .expires_at_ms = 60 * MINUTE},
+         AUTH_REFRESH_REVOKED},
+        {"expired at exactly now",
+         {.found = true, .expires_at_ms = 50 * MINUTE},
+         AUTH_REFRESH_EXPIRED},
+        {"banned user",
+         {.found = true, .banned = true, .expires_at_ms = 60 * MINUTE},
+         AUTH_REFRESH_BANNED},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        auth_refresh_facts_t f = cases[i].facts;
+        f.now_ms = now;
+        auth_refresh_verdict_t got = auth_refresh_decide(&f);
+        if (got != cases[i].want)
+            fail_msg("%s: got %s", cases[i].what, auth_refresh_verdict_name(got));
+    }
+    assert_string_equal(auth_refresh_verdict_name(AUTH_REFRESH_ROTATE), "success");
+    assert_string_equal(auth_refresh_verdict_name(AUTH_REFRESH_REUSED), "reused");
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int rc, want;
+    } cases[] = {
+        {NULL, 0, 20},       {"1", 0, 1},         {"20", 0, 20},
+        {"100", 0, 100},     {"101", 0, 100},     {"99999999999999999999", 0, 100},
+        {"0", -EINVAL, 0},   {"", -EINVAL, 0},    {"-1", -EINVAL, 0},
+        {"1.5", -EINVAL, 0}, {"ten", -EINVAL, 0}, {" 5", -EINVAL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int got = -1;
+        int rc = auth_parse_limit(cases[i].text, &got);
+        if (rc != cases[i].rc || (rc == 0 && got != cases[i].want))
+            fail_msg("limit \"%s\": rc %d value %d", cases[i].text ? cases[i].text : "(none)", rc,
+                     got);
+    }
+}
+
+static void test_bearer(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *header, *token;
+    } cases[] = {
+        {"Bearer abc.def.ghi", "abc.def.ghi"},
+        {"bearer abc", "abc"},
+        {"BEARER   abc", "abc"},
+        {"Bearer", NULL},
+        {"Bearer ", NULL},
+        {"Bearerabc", NULL},
+        {"Basic YTpi", NULL},
+        {"Bearer a b", NULL},
+        {"", NULL},
+        {NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = auth_bearer_token(cases[i].header);
+        if (!cases[i].token)
+            assert_null(got);
+        else
+            assert_string_equal(got, cases[i].token);
+    }
+}
+
+static void test_api_keys(void **state)
+{
+    (void)state;
+    char a[AUTH_API_KEY_LEN + 1], b[AUTH_API_KEY_LEN + 1];
+    auth_api_key_generate(a);
+    auth_api_key_generate(b);
+    assert_int_equal(strlen(a), AUTH_API_KEY_LEN);
+    assert_memory_equal(a, "trk_", 4);
+    assert_true(auth_api_key_well_formed(a));
+    assert_string_not_equal(a, b);
+
+    char bad[AUTH_API_KEY_LEN + 2];
+    memcpy(bad, a, sizeof(a));
+    bad[10] = '+'; /* not base64url */
+    assert_false(auth_api_key_well_formed(bad));
+    memcpy(bad, a, sizeof(a));
+    bad[AUTH_API_KEY_LEN - 1] = '\0'; /* one short */
+    assert_false(auth_api_key_well_formed(bad));
+    memcpy(bad, a, sizeof(a));
+    bad[AUTH_API_KEY_LEN] = 'x'; /* one long */
+    bad[AUTH_API_KEY_LEN + 1] = '\0';
+    assert_false(auth_api_key_well_formed(bad));
+    memcpy(bad, a, sizeof(a));
+    bad[0] = 'x'; /* wrong tag */
+    assert_false(auth_api_key_well_formed(bad));
+    assert_false(auth_api_key_well_formed("trk_this_key_does_not_exist_0123456789"));
+    assert_false(auth_api_key_well_formed(NULL));
+}
+
+/* Loads the auth options from argv (no environment: TRELLIS_* are unset by
+ * main) and validates them. */
+static int load_settings(int argc, char **argv, auth_settings_t *out, char *err, size_t errlen)
+{
+    const tr_option_t *sets[] = {tr_config_common_options, auth_service.options, NULL};
+    tr_config_t *cfg = NULL;
+    int rc = tr_config_load(&cfg, sets, argc, argv, err, errlen);
+    if (rc == 0) rc = auth_settings_load(cfg, out, err, errlen);
+    tr_config_free(cfg);
+    return rc;
+}
+
+static void test_settings_defaults(void **state)
+{
+    (void)state;
+    auth_settings_t s;
+    char err[256] = "";
+    assert_int_equal(load_settings(0, NULL, &s, err, sizeof(err)), 0);
+    assert_int_equal(s.access_ttl_s, 15 * 60);
+    assert_int_equal(s.refresh_ttl_ms, 30LL * 86400 * S);
+    assert_int_equal(s.reset_ttl_ms, 60 * MINUTE);
+    assert_int_equal(s.login_window_ms, 15 * MINUTE);
+    assert_int_equal(s.login_max_failures, 5);
+    assert_int_equal(s.pwhash.memlimit, 19u * 1024 * 1024);
+    assert_int_equal(s.pwhash.opslimit, 2);
+}
+
+static void test_settings_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *flag, *value, *named;
+    } cases[] = {
+        {"--argon2-memory", "18m", "argon2-memory"},
+        {"--argon2-memory", "19000k", "argon2-memory"},
+        {"--argon2-memory", "lots", "argon2-memory"},
+        {"--argon2-iterations", "1", "argon2-iterations"},
+        {"--argon2-iterations", "0", "argon2-iterations"},
+        {"--access-ttl", "0s", "access-ttl"},
+        {"--access-ttl", "1500ms", "access-ttl"},
+        {"--refresh-ttl", "soon", "refresh-ttl"},
+        {"--reset-ttl", "0", "reset-ttl"},
+        {"--login-max-failures", "0", "login-max-failures"},
+        {"--login-failure-window", "0s", "login-failure-window"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *argv[] = {(char *)cases[i].flag, (char *)cases[i].value, NULL};
+        auth_settings_t s;
+        char err[256] = "";
+        int rc = load_settings(2, argv, &s, err, sizeof(err));
+        if (rc != -EINVAL || !strstr(err, cases[i].named))
+            fail_msg("%s %s: rc %d, err \"%s\"", cases[i].flag, cases[i].value, rc, err);
+    }
+}
+
+static void test_settings_accepted(void **state)
+{
+    (void)state;
+    char *argv[] = {"--argon2-memory",
+                    "64m",
+                    "--argon2-iterations",
+                    "3",
+                    "--access-ttl",
+                    "2s",
+                    "--login-max-failures",
+                    "3",
+                    NULL};
+    auth_settings_t s;
+    char err[256] = "";
+    assert_int_equal(load_settings(8, argv, &s, err, sizeof(err)), 0);
+    assert_int_equal(s.pwhash.memlimit, 64u * 1024 * 1024);
+    assert_int_equal(s.pwhash.opslimit, 3);
+    assert_int_equal(s.access_ttl_s, 2);
+    assert_int_equal(s.login_max_failures, 3);
+}
+
+/* The service declares its schema version as a constant (a generated count
+ * cannot initialise a static struct); it must match the files embedded. */
+static void test_migrations_declared(void **state)
+{
+    (void)state;
+    assert_int_equal(auth_service.nmigrations, auth_migrations_count);
+    assert_ptr_equal(auth_service.migrations, auth_migrations);
+    for (size_t i = 0; i < auth_migrations_count; i++)
+        assert_int_equal(auth_migrations[i].version, (int)i + 1);
+}
+
+/* Every route is well formed, unique, and admin routes demand the role. */
+static void test_route_table(void **state)
+{
+    (void)state;
+    tr_router_t *router = tr_router_new();
+    for (size_t i = 0; i < auth_service.nroutes; i++) {
+        const tr_route_t *r = &auth_service.routes[i];
+        if (tr_router_add(router, r) != 0) fail_msg("route %s %s refused", r->method, r->pattern);
+        bool admin_path =
+            strstr(r->pattern, "/admin/") || strncmp(r->pattern, "/api/auth/users", 15) == 0;
+        if (admin_path && (!r->roles || strcmp(r->roles, "admin") != 0))
+            fail_msg("%s %s is not admin-only", r->method, r->pattern);
+    }
+    tr_router_free(router);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roles),
+        cmocka_unit_test(test_lockout_window),
+        cmocka_unit_test(test_lockout_rounds_up_and_ends),
+        cmocka_unit_test(test_refresh_decisions),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_bearer),
+        cmocka_unit_test(test_api_keys),
+        cmocka_unit_test(test_settings_defaults),
+        cmocka_unit_test(test_settings_refused),
+        cmocka_unit_test(test_settings_accepted),
+        cmocka_unit_test(test_migrations_declared),
+        cmocka_unit_test(test_route_table),
+    };
+    /* The options are also read from TRELLIS_* variables; keep them out. */
+    static const char *const vars[] = {"TRELLIS_ARGON2_MEMORY",       "TRELLIS_ARGON2_ITERATIONS",
+                                       "TRELLIS_ACCESS_TTL",          "TRELLIS_REFRESH_TTL",
+                                       "TRELLIS_RESET_TTL",           "TRELLIS_LOGIN_MAX_FAILURES",
+                                       "TRELLIS_LOGIN_FAILURE_WINDOW"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,839 @@
+/*
+ * test_server.c - the HTTP server over real loopback sockets.
+ *
+ * Each test starts a server on 127.0.0.1, port 0, with a small router and
+ * talks to it from the test thread with blocking sockets (receive timeout
+ * 2 s, so a bug shows as a failure, not a hang). Timeouts in the server
+ * config are a few hundred ms so the whole file runs in a few seconds.
+ *
+ * Every test ends with tr_server_stop + tr_server_wait, and the worker_stop
+ * hook checks that, once the server is done, no handle of the worker's loop
+ * is still open (the server then closes the loop, which must succeed).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kit/http.h"
+#include "kit/router.h"
+#include "kit/server.h"
+
+/* ---- handlers ----------------------------------------------------------- */
+
+static atomic_int cancelled_seen; /* set by the slow handler */
+static atomic_int slow_started;   /* slow requests that reached their handler */
+static atomic_int open_handles;   /* counted by the worker_stop hook */
+static atomic_int worker_starts, worker_stops, completions;
+
+static void handle_hello(tr_req_t *req)
+{
+    tr_respond(req, 200, "text/plain", "hello", 5);
+}
+
+static void handle_item(tr_req_t *req)
+{
+    json_t *body = json_pack("{s:s}", "id", tr_req_param(req, "id"));
+    tr_res_header(req, "X-Custom", "yes");
+    tr_res_header(req, "X-Bad", "a\r\nInjected: 1"); /* must be dropped */
+    tr_respond_json(req, 200, body);
+}
+
+static void handle_echo(tr_req_t *req)
+{
+    tr_respond(req, 200, "application/octet-stream", req->body, req->body_len);
+}
+
+static void handle_query(tr_req_t *req)
+{
+    const char *q = tr_req_query(req, "q");
+    tr_respond(req, 200, "text/plain", q ? q : "(none)", q ? strlen(q) : 6);
+}
+
+static void handle_noop_delete(tr_req_t *req)
+{
+    tr_respond_json(req, 204, NULL);
+}
+
+/* Answers from a timer on the worker loop: ?ms= delay, ?n= label. */
+typedef struct slow {
+    uv_timer_t timer;
+    tr_req_t *req;
+} slow_t;
+
+static void slow_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void slow_fire(uv_timer_t *t)
+{
+    slow_t *s = t->data;
+    tr_req_t *req = s->req;
+    char body[64];
+    const char *n = tr_req_query(req, "n");
+    int len = snprintf(body, sizeof(body), "slow-%s", n ? n : "?");
+    if (tr_req_cancelled(req)) atomic_fetch_add(&cancelled_seen, 1);
+    tr_respond(req, 200, "text/plain", body, (size_t)len);
+    uv_close((uv_handle_t *)t, slow_closed);
+}
+
+static void handle_slow(tr_req_t *req)
+{
+    slow_t *s = calloc(1, sizeof(*s));
+    atomic_fetch_add(&slow_started, 1);
+    const char *ms = tr_req_query(req, "ms");
+    s->req = req;
+    uv_timer_init(req->worker->loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, slow_fire, ms ? strtoull(ms, NULL, 10) : 50, 0);
+}
+
+static const tr_route_t routes[] = {
+    {"GET", "/hello", handle_hello, TR_AUTH_NONE, NULL, 0},
+    {"GET", "/items/{id}", handle_item, TR_AUTH_NONE, NULL, 0},
+    {"DELETE", "/items/{id}", handle_noop_delete, TR_AUTH_NONE, NULL, 0},
+    {"POST", "/echo", handle_echo, TR_AUTH_NONE, NULL, 64},
+    {"GET", "/query", handle_query, TR_AUTH_NONE, NULL, 0},
+    {"GET", "/slow", handle_slow, TR_AUTH_NONE, NULL, 0},
+};
+
+static void dispatch(tr_req_t *req)
+{
+    req->route->handler(req);
+}
+
+static int worker_start(tr_worker_t *w)
+{
+    (void)w;
+    atomic_fetch_add(&worker_starts, 1);
+    return 0;
+}
+
+static void count_open(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) atomic_fetch_add(&open_handles, 1);
+}
+
+static void worker_stop(tr_worker_t *w)
+{
+    atomic_fetch_add(&worker_stops, 1);
+    uv_walk(w->loop, count_open, NULL);
+}
+
+static void on_complete(tr_req_t *req, int status, size_t bytes, double seconds)
+{
+    (void)req;
+    (void)status;
+    (void)bytes;
+    (void)seconds;
+    atomic_fetch_add(&completions, 1);
+}
+
+/* ---- fixture ------------------------------------------------------------ */
+
+typedef struct fixture {
+    tr_router_t *router;
+    tr_server_t *srv;
+    int port;
+} fixture_t;
+
+static fixture_t fx;
+
+static void base_config(tr_server_config_t *cfg)
+{
+    tr_server_config_defaults(cfg);
+    cfg->router = fx.router;
+    cfg->dispatch = dispatch;
+    cfg->worker_start = worker_start;
+    cfg->worker_stop = worker_stop;
+    cfg->on_complete = on_complete;
+    cfg->max_header_bytes = 1024;
+    cfg->max_body_bytes = 1024;
+    cfg->header_timeout_ms = 300;
+    cfg->idle_timeout_ms = 300;
+    cfg->drain_timeout_ms = 2000;
+}
+
+static void start(const tr_server_config_t *cfg)
+{
+    atomic_store(&open_handles, 0);
+    atomic_store(&slow_started, 0);
+    atomic_store(&worker_starts, 0);
+    atomic_store(&worker_stops, 0);
+    assert_int_equal(tr_server_start(cfg, &fx.srv), 0);
+    fx.port = tr_server_port(fx.srv);
+    assert_true(fx.port > 0);
+    assert_int_equal(atomic_load(&worker_starts), cfg->workers);
+}
+
+static void start_default(void)
+{
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    start(&cfg);
+}
+
+static void stop(int workers)
+{
+    tr_server_stop(fx.srv);
+    tr_server_stop(fx.srv); /* idempotent */
+    tr_server_wait(fx.srv);
+    fx.srv = NULL;
+    assert_int_equal(atomic_load(&worker_stops), workers);
+    assert_int_equal(atomic_load(&open_handles), 0);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    fx.router = tr_router_new();
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (tr_router_add(fx.router, &routes[i]) != 0) return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tr_router_free(fx.router);
+    return 0;
+}
+
+/* ---- a tiny blocking HTTP client ---------------------------------------- */
+
+typedef struct client {
+    int fd;
+    char buf[65536];
+    size_t len;
+} client_t;
+
+typedef struct response {
+    int status;
+    char head[4096]; /* status line and headers */
+    char body[8192];
+    size_t body_len;
+} response_t;
+
+static client_t *client_open(void)
+{
+    client_t *c = calloc(1, sizeof(*c));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
+    struct timeval tv = {.tv_sec = 2};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(c->fd >= 0);
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return c;
+}
+
+static void client_close(client_t *c)
+{
+    close(c->fd);
+    free(c);
+}
+
+static void client_send(client_t *c, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+        assert_true(n > 0);
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+static void client_send_str(client_t *c, const char *s)
+{
+    client_send(c, s, strlen(s));
+}
+
+/* Reads more bytes into the buffer; returns 0 on EOF or error. */
+static ssize_t client_fill(client_t *c)
+{
+    if (c->len == sizeof(c->buf)) return -1;
+    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+    if (n > 0) c->len += (size_t)n;
+    return n;
+}
+
+static const char *find_header(const response_t *r, const char *name)
+{
+    static char value[512];
+    size_t nlen = strlen(name);
+    const char *p = strstr(r->head, "\r\n");
+    while (p && p[2]) {
+        p += 2;
+        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            const char *v = p + nlen + 1;
+            while (*v == ' ')
+                v++;
+            const char *end = strstr(v, "\r\n");
+            size_t len = (size_t)(end - v);
+            if (len >= sizeof(value)) len = sizeof(value) - 1;
+            memcpy(value, v, len);
+            value[len] = '\0';
+            return value;
+        }
+        p = strstr(p, "\r\n");
+    }
+    return NULL;
+}
+
+/* Reads one response; for HEAD requests pass head_request so the body
+ * announced by Content-Length is not expected. Returns 0 or -1. */
+static int read_response(client_t *c, response_t *r, bool head_request)
+{
+    char *end;
+    memset(r, 0, sizeof(*r));
+    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4)))
+        if (client_fill(c) <= 0) return -1;
+    size_t head_len = (size_t)(end - c->buf) + 2;
+    assert_true(head_len < sizeof(r->head));
+    memcpy(r->head, c->buf, head_len);
+    r->head[head_len] = '\0';
+    assert_int_equal(sscanf(r->head, "HTTP/1.1 %d", &r->status), 1);
+    const char *cl = find_header(r, "Content-Length");
+    size_t body_len = cl && !head_request && r->status >= 200 ? strtoul(cl, NULL, 10) : 0;
+    size_t total = head_len + 2 + body_len;
+    while (c->len < total)
+        if (client_fill(c) <= 0) return -1;
+    assert_true(body_len < sizeof(r->body));
+    memcpy(r->body, c->buf + head_len + 2, body_len);
+    r->body_len = body_len;
+    memmove(c->buf, c->buf + total, c->len - total);
+    c->len -= total;
+    return 0;
+}
+
+/* True when the server closes the connection (EOF or reset) in time and
+ * sends nothing more. */
+static bool closed_by_server(client_t *c)
+{
+    if (c->len > 0) return false;
+    char b[64];
+    ssize_t n = recv(c->fd, b, sizeof(b), 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+}
+
+static void get_ok(client_t *c, const char *path, const char *want_body)
+{
+    char req[256];
+    response_t r;
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    client_send_str(c, req);
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, strlen(want_body));
+    assert_memory_equal(r.body, want_body, r.body_len);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits until a slow request reached its handler: the request is then
+ * certainly in flight (unlike right after reading an answer, which the
+ * server writes before it counts the request as done). */
+static void wait_slow_started(void)
+{
+    for (int i = 0; i < 400 && atomic_load(&slow_started) == 0; i++)
+        sleep_ms(5);
+    assert_int_equal(atomic_load(&slow_started), 1);
+    assert_true(tr_server_in_flight(fx.srv) >= 1);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_keep_alive_and_standard_headers(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    for (int i = 0; i < 3; i++) {
+        client_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_int_equal(read_response(c, &r, false), 0);
+        assert_int_equal(r.status, 200);
+        assert_memory_equal(r.body, "hello", 5);
+        assert_string_equal(find_header(&r, "Content-Length"), "5");
+        assert_string_equal(find_header(&r, "Content-Type"), "text/plain");
+        assert_non_null(find_header(&r, "Date"));
+        assert_true(strlen(find_header(&r, "X-Request-Id")) == 36); /* generated UUIDv7 */
+        assert_null(find_header(&r, "Connection"));
+    }
+    client_close(c);
+    stop(1);
+}
+
+static void test_json_params_and_response_headers(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    client_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"id\":\"a b/c\"}");
+    assert_string_equal(find_header(&r, "Content-Type"), "application/json");
+    assert_string_equal(find_header(&r, "X-Custom"), "yes");
+    assert_null(find_header(&r, "X-Bad"));
+    assert_null(find_header(&r, "Injected"));
+
+    get_ok(c, "/query?a=1&q=x+y%21&q=second", "x y!");
+    get_ok(c, "/query?a=1", "(none)");
+
+    client_send_str(c, "DELETE /items/1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 204);
+    assert_null(find_header(&r, "Content-Length"));
+    get_ok(c, "/hello", "hello"); /* the 204 carried no body */
+    client_close(c);
+    stop(1);
+}
+
+static void test_pipelining_in_order_with_async_handler(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    client_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\n\r\n"
+                       "GET /hello HTTP/1.1\r\n\r\n"
+                       "GET /slow?ms=10&n=3 HTTP/1.1\r\n\r\n"
+                       "POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nfour");
+    static const char *const want[] = {"slow-1", "hello", "slow-3", "four"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(read_response(c, &r, false), 0);
+        assert_int_equal(r.status, 200);
+        assert_int_equal(r.body_len, strlen(want[i]));
+        assert_memory_equal(r.body, want[i], r.body_len);
+    }
+    client_close(c);
+    stop(1);
+}
+
+static void test_chunked_request_body(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    client_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n");
+    sleep_ms(20); /* the body arrives in two reads */
+    client_send_str(c, "7\r\n, world\r\n0\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello, world");
+    client_close(c);
+    stop(1);
+}
+
+static void test_head_keeps_length_without_body(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    client_send_str(c, "HEAD /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_response(c, &r, true), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(find_header(&r, "Content-Length"), "5");
+    /* Had a body been sent, it would be read as the next status line. */
+    get_ok(c, "/hello", "hello");
+    client_send_str(c, "HEAD /nope HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_response(c, &r, true), 0);
+    assert_int_equal(r.status, 404);
+    assert_non_null(find_header(&r, "Content-Length"));
+    get_ok(c, "/hello", "hello");
+    client_close(c);
+    stop(1);
+}
+
+static void test_expect_continue(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+
+    client_t *c = client_open();
+    client_send_str(c, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 100);
+    client_send_str(c, "body");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "body");
+    client_close(c);
+
+    /* Too large for the route (64): the final answer comes at once. */
+    c = client_open();
+    client_send_str(c,
+                    "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 413);
+    assert_string_equal(find_header(&r, "Connection"), "close");
+    assert_true(closed_by_server(c));
+    client_close(c);
+
+    /* Unknown route: no 100, a 404 at once. */
+    c = client_open();
+    client_send_str(c, "POST /nope HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 404);
+    assert_true(closed_by_server(c));
+    client_close(c);
+    stop(1);
+}
+
+static void test_limits_431_413(void **state)
+{
+    (void)state;
+    response_t r;
+    char big[2048];
+    start_default();
+
+    client_t *c = client_open();
+    snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nX-Big: %01500d\r\n\r\n", 7);
+    client_send_str(c, big);
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 431);
+    assert_string_equal(find_header(&r, "Connection"), "close");
+    assert_non_null(strstr(r.body, "\"code\":\"headers_too_large\""));
+    assert_true(closed_by_server(c));
+    client_close(c);
+
+    /* Declared length over the route's 64 bytes, body still being sent. */
+    c = client_open();
+    memset(big, 'x', sizeof(big));
+    client_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n");
+    client_send(c, big, 1000);
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 413);
+    assert_non_null(strstr(r.body, "\"code\":\"payload_too_large\""));
+    assert_true(closed_by_server(c));
+    client_close(c);
+
+    /* Chunked body growing past the limit. */
+    c = client_open();
+    client_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
+                       "1\r\nx\r\n0\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 413);
+    assert_true(closed_by_server(c));
+    client_close(c);
+    stop(1);
+}
+
+static void test_timeouts_408_and_idle(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+
+    /* Headers never completed within 300 ms. */
+    client_t *c = client_open();
+    client_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "\"code\":\"request_timeout\""));
+    assert_true(closed_by_server(c));
+    client_close(c);
+
+    /* Idle keep-alive connection: closed silently. */
+    c = client_open();
+    get_ok(c, "/hello", "hello");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_true(closed_by_server(c));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(waited > 0.2 && waited < 1.5);
+    client_close(c);
+
+    /* A slow body is a timeout too, answered with 408. */
+    c = client_open();
+    client_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 408);
+    client_close(c);
+    stop(1);
+}
+
+static void test_max_connections_503(void **state)
+{
+    (void)state;
+    response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.max_connections = 2;
+    cfg.idle_timeout_ms = 2000;
+    start(&cfg);
+
+    client_t *a = client_open(), *b = client_open();
+    get_ok(a, "/hello", "hello"); /* both accepted and counted */
+    get_ok(b, "/hello", "hello");
+    client_t *c = client_open();
+    client_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "\"code\":\"unavailable\""));
+    assert_string_equal(find_header(&r, "Connection"), "close");
+    assert_true(closed_by_server(c));
+    client_close(c);
+
+    client_close(a);
+    sleep_ms(50); /* let the server see the close */
+    c = client_open();
+    get_ok(c, "/hello", "hello");
+    client_close(c);
+    client_close(b);
+    stop(1);
+}
+
+static void test_malformed_400_and_routing_errors(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+
+    client_t *c = client_open();
+    client_send_str(c, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"code\":\"invalid_argument\""));
+    assert_true(closed_by_server(c));
+    client_close(c);
+
+    c = client_open();
+    client_send_str(c, "GET /nope HTTP/1.1\r\nX-Request-Id: trace-me.1\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 404);
+    assert_string_equal(find_header(&r, "Content-Type"), "application/json");
+    json_error_t jerr;
+    json_t *doc = json_loadb(r.body, r.body_len, 0, &jerr);
+    assert_non_null(doc);
+    json_t *error = json_object_get(doc, "error");
+    assert_string_equal(json_string_value(json_object_get(error, "code")), "not_found");
+    assert_string_equal(json_string_value(json_object_get(error, "request_id")), "trace-me.1");
+    assert_non_null(json_string_value(json_object_get(error, "message")));
+    assert_null(json_object_get(error, "details"));
+    json_decref(doc);
+
+    /* The connection survives a 404; then a 405 with Allow. */
+    client_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(find_header(&r, "Allow"), "GET, HEAD");
+    assert_non_null(strstr(r.body, "\"code\":\"method_not_allowed\""));
+    get_ok(c, "/hello", "hello");
+    client_close(c);
+    stop(1);
+}
+
+static void test_request_id_echo_or_generate(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    client_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_string_equal(find_header(&r, "X-Request-Id"), "abc-123_X.y");
+
+    client_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: bad id!\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    const char *id = find_header(&r, "X-Request-Id");
+    assert_int_equal(strlen(id), 36);
+    assert_int_equal(id[14], '7'); /* UUIDv7 */
+    client_close(c);
+    stop(1);
+}
+
+static void test_http10(void **state)
+{
+    (void)state;
+    response_t r;
+    start_default();
+    client_t *c = client_open();
+    client_send_str(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_string_equal(find_header(&r, "Connection"), "keep-alive");
+    client_send_str(c, "GET /hello HTTP/1.0\r\n\r\n");
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_string_equal(find_header(&r, "Connection"), "close");
+    assert_true(closed_by_server(c));
+    client_close(c);
+    stop(1);
+}
+
+static void test_client_gone_while_pending(void **state)
+{
+    (void)state;
+    start_default();
+    atomic_store(&cancelled_seen, 0);
+    client_t *c = client_open();
+    client_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\n\r\n");
+    wait_slow_started();
+    /* A reset, not a polite FIN. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    client_close(c);
+    for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
+        sleep_ms(5);
+    assert_int_equal(tr_server_in_flight(fx.srv), 0);
+    assert_int_equal(atomic_load(&cancelled_seen), 1);
+
+    c = client_open();
+    get_ok(c, "/hello", "hello");
+    client_close(c);
+    stop(1);
+}
+
+static void test_graceful_stop_finishes_in_flight(void **state)
+{
+    (void)state;
+    response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.workers = 2;
+    cfg.idle_timeout_ms = 5000;
+    start(&cfg);
+
+    client_t *idle = client_open();
+    get_ok(idle, "/hello", "hello");
+    client_t *c = client_open();
+    client_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\n\r\n");
+    wait_slow_started();
+    tr_server_stop(fx.srv);
+
+    /* The idle keep-alive connection is closed at once... */
+    assert_true(closed_by_server(idle));
+    client_close(idle);
+    /* ...while the request under way gets its answer, then a close. */
+    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "slow-last");
+    assert_string_equal(find_header(&r, "Connection"), "close");
+    assert_true(closed_by_server(c));
+    client_close(c);
+    stop(2);
+
+    /* Nothing listens any more. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_not_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd);
+}
+
+static void test_several_workers_share_the_port(void **state)
+{
+    (void)state;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.workers = 3;
+    start(&cfg);
+    client_t *cs[12];
+    for (int i = 0; i < 12; i++)
+        cs[i] = client_open();
+    for (int i = 0; i < 12; i++)
+        get_ok(cs[i], "/items/7", "{\"id\":\"7\"}");
+    for (int i = 0; i < 12; i++)
+        client_close(cs[i]);
+    stop(3);
+}
+
+static void test_start_errors(void **state)
+{
+    (void)state;
+    tr_server_config_t cfg;
+    tr_server_t *srv = NULL;
+    base_config(&cfg);
+    cfg.host = "not-an-ip";
+    assert_int_equal(tr_server_start(&cfg, &srv), -EINVAL);
+    assert_null(srv);
+
+    /* A port held by a plain (non-reuseport) socket. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    getsockname(fd, (struct sockaddr *)&sa, &len);
+    base_config(&cfg);
+    cfg.port = ntohs(sa.sin_port);
+    assert_int_equal(tr_server_start(&cfg, &srv), -EADDRINUSE);
+    close(fd);
+}
+
+static int fail_second_worker(tr_worker_t *w)
+{
+    atomic_fetch_add(&worker_starts, 1);
+    return w->index == 1 ? -EIO : 0;
+}
+
+static void test_worker_start_failure_unwinds(void **state)
+{
+    (void)state;
+    tr_server_config_t cfg;
+    tr_server_t *srv = NULL;
+    base_config(&cfg);
+    cfg.workers = 2;
+    cfg.worker_start = fail_second_worker;
+    atomic_store(&worker_stops, 0);
+    atomic_store(&open_handles, 0);
+    assert_int_equal(tr_server_start(&cfg, &srv), -EIO);
+    assert_null(srv);
+    /* Only the worker that started is stopped. */
+    assert_int_equal(atomic_load(&worker_stops), 1);
+    assert_int_equal(atomic_load(&open_handles), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_keep_alive_and_standard_headers),
+        cmocka_unit_test(test_json_params_and_response_headers),
+        cmocka_unit_test(test_pipelining_in_order_with_async_handler),
+        cmocka_unit_test(test_chunked_request_body),
+        cmocka_unit_test(test_head_keeps_length_without_body),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_limits_431_413),
+        cmocka_unit_test(test_timeouts_408_and_idle),
+        cmocka_unit_test(test_max_connections_503),
+        cmocka_unit_test(test_malformed_400_and_routing_errors),
+        cmocka_unit_test(test_request_id_echo_or_generate),
+        cmocka_unit_test(test_http10),
+        cmocka_unit_test(test_client_gone_while_pending),
+        cmocka_unit_test(test_graceful_stop_finishes_in_flight),
+        cmocka_unit_test(test_several_workers_share_the_port),
+        cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_worker_start_failure_unwinds),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
