@@ -299,6 +299,43 @@ static void test_route_table(void **state)
     tr_router_free(router);
 }
 
+/* docs/api/openapi.yaml documents every route of the table (path and
+ * method), so the API description cannot silently fall behind. */
+static void test_openapi_lists_every_route(void **state)
+{
+    (void)state;
+    char path[4096];
+    const char *marker = strstr(__FILE__, "tests/unit/");
+    assert_non_null(marker);
+    snprintf(path, sizeof(path), "%.*sdocs/api/openapi.yaml", (int)(marker - __FILE__), __FILE__);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("cannot open %s", path);
+    static char doc[256 * 1024];
+    size_t n = fread(doc, 1, sizeof(doc) - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+
+    for (size_t i = 0; i < auth_service.nroutes; i++) {
+        const tr_route_t *r = &auth_service.routes[i];
+        char key[256], method[16];
+        snprintf(key, sizeof(key), "\n  %s:\n", r->pattern);
+        const char *at = strstr(doc, key);
+        if (!at) fail_msg("openapi.yaml lacks path %s", r->pattern);
+        at += strlen(key);
+        /* The path's block ends at the next path (two-space indent + '/'). */
+        const char *end = strstr(at, "\n  /");
+        size_t len = end ? (size_t)(end - at) : strlen(at);
+        size_t m = 0;
+        for (; r->method[m] && m < sizeof(method) - 1; m++)
+            method[m] = (char)(r->method[m] - 'A' + 'a');
+        method[m] = '\0';
+        snprintf(key, sizeof(key), "\n    %s:\n", method);
+        const char *hit = strstr(at - 1, key);
+        if (!hit || (size_t)(hit - (at - 1)) > len)
+            fail_msg("openapi.yaml lacks %s %s", r->method, r->pattern);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_settings_accepted),
         cmocka_unit_test(test_migrations_declared),
         cmocka_unit_test(test_route_table),
+        cmocka_unit_test(test_openapi_lists_every_route),
     };
     /* The options are also read from TRELLIS_* variables; keep them out. */
     static const char *const vars[] = {"TRELLIS_ARGON2_MEMORY",       "TRELLIS_ARGON2_ITERATIONS",

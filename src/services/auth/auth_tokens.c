@@ -227,6 +227,7 @@ static int login_admit(tr_req_t *req, const char *email, int64_t now, int64_t *r
         while ((rc = tr_rows_next(rows)) == 1 && (int64_t)n < max)
             recent[n++] = tr_rows_int(rows, 0);
         tr_rows_free(rows);
+        if (rc > 0) rc = 0;
     }
     if (rc == 0)
         *retry_after_s = auth_lockout_retry_after_s(recent, n, now, st->cfg.login_window_ms, max);
@@ -431,7 +432,9 @@ void auth_handle_refresh(tr_req_t *req)
         break;
     case AUTH_REFRESH_REUSED:
         tr_counter_inc(st->m.refresh_reuse, NULL);
-        tr_log_warn("refresh token reuse detected; session revoked");
+        tr_log_json(TR_LOG_WARN, "refresh token reuse: session revoked",
+                    json_pack("{s:s, s:s, s:s}", "request_id", req->request_id, "session_id",
+                              pair.session_id, "user_id", facts.found ? u.id : ""));
         tr_respond_error(req, TR_ERR_UNAUTHENTICATED,
                          "refresh token already used; the session has been revoked", NULL);
         break;
