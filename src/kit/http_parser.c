@@ -144,11 +144,25 @@ static int on_headers_complete(llhttp_t *ll)
     if (ll->http_major != 1) return fail(p, 400, "unsupported HTTP version");
     if (!p->head.data) return fail(p, 400, "empty request-target");
 
-    size_t target_len = strlen(p->head.data + p->url_off);
-    const char *q = memchr(p->head.data + p->url_off, '?', target_len);
-    size_t path_len = q ? (size_t)(q - (p->head.data + p->url_off)) : target_len;
+    /* Offsets only: appending the path copy may move the buffer. */
+    const char *t = p->head.data + p->url_off;
+    size_t target_len = strlen(t);
+    size_t path_start = 0;
+    bool root_only = false;
+    const char *scheme_end = t[0] != '/' ? strstr(t, "://") : NULL;
+    if (scheme_end) {
+        /* absolute-form (RFC 9112 3.2.2): route on the path after the
+         * authority; "http://host" alone means "/". */
+        size_t authority = (size_t)(scheme_end - t) + 3;
+        path_start = authority + strcspn(t + authority, "/?");
+        root_only = t[path_start] != '/';
+    }
+    const char *q = memchr(t + path_start, '?', target_len - path_start);
+    size_t query_off = q ? (size_t)(q - t) + 1 : 0;
+    size_t path_len = root_only ? 1 : (q ? (size_t)(q - t) : target_len) - path_start;
     size_t path_off = p->head.len;
-    int rc = head_append_self(p, p->url_off, path_len);
+    int rc =
+        root_only ? head_append(p, "/", 1) : head_append_self(p, p->url_off + path_start, path_len);
     if (rc == 0) rc = head_append(p, "", 1);
     if (rc) return rc;
 
@@ -157,7 +171,7 @@ static int on_headers_complete(llhttp_t *ll)
     p->target = base + p->url_off;
     p->path = base + path_off;
     p->path_len = path_len;
-    p->query = q ? p->target + path_len + 1 : "";
+    p->query = q ? p->target + query_off : "";
     for (size_t i = 0; i < p->noffs; i++) {
         p->hdrs[i].name = base + p->offs[i].name;
         p->hdrs[i].value = base + p->offs[i].value;

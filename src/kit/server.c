@@ -160,7 +160,9 @@ struct tr_server {
 
 static void conn_close(tr__conn_t *c);
 static void process_inbuf(tr__conn_t *c);
+static void after_response(tr__conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_timer(uv_timer_t *t);
 static void check_finish(worker_t *w);
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -169,10 +171,6 @@ static const tr_server_config_t *cfg_of(const tr__conn_t *c)
 {
     return &c->w->srv->cfg;
 }
-
-static void timer_set(tr__conn_t *c, timer_mode_t mode, uint64_t ms);
-
-static void on_timer(uv_timer_t *t);
 
 static void timer_set(tr__conn_t *c, timer_mode_t mode, uint64_t ms)
 {
@@ -396,8 +394,6 @@ static void build_response(tr__conn_t *c, const tr_req_t *req, int status, const
     if (!bodiless && !head && len > 0) put(o, body, len);
 }
 
-static void after_response(tr__conn_t *c);
-
 static void on_write(uv_write_t *req, int status)
 {
     tr__conn_t *c = req->data;
@@ -477,7 +473,7 @@ void tr__respond(tr_req_t *req, int status, const char *content_type, const void
 static void after_response(tr__conn_t *c)
 {
     if (c->out.cap > KEEP_BUFFER_BYTES) tr_buf_free(&c->out);
-    if (c->close_after || c->peer_eof) {
+    if (c->close_after || c->peer_eof || c->w->stopping) {
         begin_linger(c);
         return;
     }

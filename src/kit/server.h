@@ -69,7 +69,9 @@ typedef struct tr_server_config {
     int (*worker_start)(tr_worker_t *w);
     void (*worker_stop)(tr_worker_t *w);
     /* Called on the worker loop once per finished request, after the
-     * response was queued, for logging and metrics. */
+     * response was queued, for logging and metrics. req->route is NULL for
+     * answers the server gives itself (400, 404, 405, 408, 413, 431, 503),
+     * and req->method is "" when the request line was not parsed. */
     void (*on_complete)(tr_req_t *req, int status, size_t bytes_sent, double seconds);
     void *service; /* copied into every tr_worker_t */
 } tr_server_config_t;

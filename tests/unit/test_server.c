@@ -71,6 +71,28 @@ static void handle_noop_delete(tr_req_t *req)
     tr_respond_json(req, 204, NULL);
 }
 
+#define BIG_BYTES (8 * 1024 * 1024)
+
+/* Larger than the kernel lets a socket buffer (4 MiB here): the answer
+ * cannot be written at once. */
+static void handle_big(tr_req_t *req)
+{
+    char *body = malloc(BIG_BYTES);
+    for (size_t i = 0; i < BIG_BYTES; i++)
+        body[i] = (char)('a' + i % 26);
+    tr_respond(req, 200, "text/plain", body, BIG_BYTES);
+    free(body);
+}
+
+static atomic_int stuck_seen;
+
+/* Never answers: the drain deadline has to end it. */
+static void handle_stuck(tr_req_t *req)
+{
+    (void)req;
+    atomic_fetch_add(&stuck_seen, 1);
+}
+
 /* Answers from a timer on the worker loop: ?ms= delay, ?n= label. */
 typedef struct slow {
     uv_timer_t timer;
@@ -112,6 +134,8 @@ static const tr_route_t routes[] = {
     {"POST", "/echo", handle_echo, TR_AUTH_NONE, NULL, 64},
     {"GET", "/query", handle_query, TR_AUTH_NONE, NULL, 0},
     {"GET", "/slow", handle_slow, TR_AUTH_NONE, NULL, 0},
+    {"GET", "/big", handle_big, TR_AUTH_NONE, NULL, 0},
+    {"GET", "/stuck", handle_stuck, TR_AUTH_NONE, NULL, 0},
 };
 
 static void dispatch(tr_req_t *req)
@@ -232,7 +256,9 @@ typedef struct response {
     size_t body_len;
 } response_t;
 
-static client_t *client_open(void)
+/* rcvbuf > 0 pins a small receive buffer (set before connecting, so the
+ * window stays small). */
+static client_t *client_open_rcvbuf(int rcvbuf)
 {
     client_t *c = calloc(1, sizeof(*c));
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
@@ -241,8 +267,14 @@ static client_t *client_open(void)
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(c->fd >= 0);
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (rcvbuf > 0) setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     return c;
+}
+
+static client_t *client_open(void)
+{
+    return client_open_rcvbuf(0);
 }
 
 static void client_close(client_t *c)
@@ -750,6 +782,66 @@ static void test_graceful_stop_finishes_in_flight(void **state)
     close(fd);
 }
 
+static void test_large_answer_written_in_pieces(void **state)
+{
+    (void)state;
+    start_default();
+    client_t *c = client_open_rcvbuf(16 * 1024);
+    client_send_str(c, "GET /big HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    sleep_ms(50); /* let the server fill the socket buffer and wait */
+    char head[1024];
+    size_t got = 0, head_len = 0;
+    /* Read the big answer without keeping it: head, then BIG_BYTES. */
+    while (!head_len) {
+        ssize_t n = recv(c->fd, head + got, sizeof(head) - got - 1, 0);
+        assert_true(n > 0);
+        got += (size_t)n;
+        head[got] = '\0';
+        char *end = strstr(head, "\r\n\r\n");
+        if (end) head_len = (size_t)(end - head) + 4;
+    }
+    assert_non_null(strstr(head, "Content-Length: 8388608\r\n"));
+    size_t body = got - head_len;
+    char chunk[65536];
+    while (body < BIG_BYTES) {
+        size_t want = BIG_BYTES - body < sizeof(chunk) ? BIG_BYTES - body : sizeof(chunk);
+        ssize_t n = recv(c->fd, chunk, want, 0);
+        assert_true(n > 0);
+        if (body + (size_t)n == BIG_BYTES)
+            assert_int_equal(chunk[n - 1], 'a' + (BIG_BYTES - 1) % 26);
+        body += (size_t)n;
+    }
+    response_t r;
+    assert_int_equal(read_response(c, &r, false), 0); /* the pipelined one */
+    assert_string_equal(r.body, "hello");
+    client_close(c);
+    stop(1);
+}
+
+static void test_drain_deadline_ends_stuck_requests(void **state)
+{
+    (void)state;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.drain_timeout_ms = 150;
+    start(&cfg);
+    atomic_store(&stuck_seen, 0);
+    client_t *c = client_open();
+    client_send_str(c, "GET /stuck HTTP/1.1\r\n\r\n");
+    for (int i = 0; i < 400 && atomic_load(&stuck_seen) == 0; i++)
+        sleep_ms(5);
+    assert_int_equal(tr_server_in_flight(fx.srv), 1);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    stop(1); /* returns once the deadline closed the connection */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(waited > 0.1 && waited < 1.0);
+    assert_true(closed_by_server(c)); /* without an answer */
+    client_close(c);
+}
+
 static void test_several_workers_share_the_port(void **state)
 {
     (void)state;
@@ -831,6 +923,8 @@ int main(void)
         cmocka_unit_test(test_http10),
         cmocka_unit_test(test_client_gone_while_pending),
         cmocka_unit_test(test_graceful_stop_finishes_in_flight),
+        cmocka_unit_test(test_large_answer_written_in_pieces),
+        cmocka_unit_test(test_drain_deadline_ends_stuck_requests),
         cmocka_unit_test(test_several_workers_share_the_port),
         cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_worker_start_failure_unwinds),
