@@ -27,7 +27,25 @@
 #include <string.h>
 #include <time.h>
 
+/*
+ * RANDOM POOL. Small requests (ids, trace ids, span ids: three per HTTP
+ * request) are served from a per-thread pool refilled by one call into the
+ * OS CSPRNG, because a getrandom(2) per id was the largest per-request cost of
+ * the server. Pool bytes are handed out once and wiped as they go. Requests
+ * larger than POOL_MAX_REQUEST go straight to the OS. A forked child starts
+ * with an empty pool so it never repeats its parent's bytes.
+ */
+#define POOL_BYTES 4096
+#define POOL_MAX_REQUEST 64
+
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
+static _Thread_local unsigned char pool[POOL_BYTES];
+static _Thread_local size_t pool_left;
+
+static void pool_forget(void)
+{
+    pool_left = 0;
+}
 
 static void sodium_setup(void)
 {
@@ -36,12 +54,24 @@ static void sodium_setup(void)
         fputs("trellis: sodium_init failed\n", stderr);
         abort();
     }
+    pthread_atfork(NULL, NULL, pool_forget);
 }
 
 void tr_random_bytes(void *out, size_t n)
 {
     pthread_once(&sodium_once, sodium_setup);
-    randombytes_buf(out, n);
+    if (n > POOL_MAX_REQUEST) {
+        randombytes_buf(out, n);
+        return;
+    }
+    if (pool_left < n) {
+        randombytes_buf(pool, sizeof(pool));
+        pool_left = sizeof(pool);
+    }
+    unsigned char *src = pool + sizeof(pool) - pool_left;
+    memcpy(out, src, n);
+    sodium_memzero(src, n);
+    pool_left -= n;
 }
 
 void tr_hex_encode(const void *data, size_t n, char *out)
