@@ -29,13 +29,14 @@
 
 /*
  * RANDOM POOL. Small requests (ids, trace ids, span ids: three per HTTP
- * request) are served from a per-thread pool refilled by one call into the
- * OS CSPRNG, because a getrandom(2) per id was the largest per-request cost of
- * the server. Pool bytes are handed out once and wiped as they go. Requests
- * larger than POOL_MAX_REQUEST go straight to the OS. A forked child starts
- * with an empty pool so it never repeats its parent's bytes.
+ * request) are served from a per-thread pool, because a getrandom(2) per id
+ * was the largest per-request cost of the server. A refill draws a 32-byte
+ * seed from the OS CSPRNG and expands it with ChaCha20
+ * (randombytes_buf_deterministic), one syscall per POOL_BYTES. Pool bytes are handed out once and
+ * wiped as they go. Requests larger than POOL_MAX_REQUEST go straight to the OS. A forked child
+ * starts with an empty pool so it never repeats its parent's bytes.
  */
-#define POOL_BYTES 4096
+#define POOL_BYTES       4096
 #define POOL_MAX_REQUEST 64
 
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
@@ -65,7 +66,10 @@ void tr_random_bytes(void *out, size_t n)
         return;
     }
     if (pool_left < n) {
-        randombytes_buf(pool, sizeof(pool));
+        unsigned char seed[randombytes_SEEDBYTES];
+        randombytes_buf(seed, sizeof(seed));
+        randombytes_buf_deterministic(pool, sizeof(pool), seed);
+        sodium_memzero(seed, sizeof(seed));
         pool_left = sizeof(pool);
     }
     unsigned char *src = pool + sizeof(pool) - pool_left;

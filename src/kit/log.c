@@ -22,6 +22,10 @@
  *    byte that is not part of well-formed UTF-8 becomes U+FFFD, so a hostile
  *    path or header copied into a message cannot break the log stream.
  *
+ * 2a. Event-loop threads may batch (tr_log_buffer_thread): whole lines
+ *    collect in a thread-local buffer of BATCH_BYTES and go out in one write
+ *    per loop iteration. Error lines flush at once so they are never late.
+ *
  * 5. The level and service name are set once by tr_log_init() before worker
  *    threads start; the level is an atomic so tr_log_enabled() may race with
  *    a late tr_log_init() harmlessly. Caller fields named ts, level, service
@@ -45,6 +49,7 @@
 #define LOG_LINE_MAX    (64 * 1024)
 #define TAIL_RESERVE    32 /* ,"log_truncated":true}\n is 24 bytes */
 #define SERVICE_MAX     64
+#define BATCH_BYTES     (64 * 1024)
 
 static atomic_int min_level = TR_LOG_INFO;
 /* ,"service":"<escaped name>" — prepared once so each line only copies it. */
@@ -243,32 +248,159 @@ static void write_all(const char *p, size_t n)
     }
 }
 
+/* This thread's batch; data is NULL while batching is off. */
+static _Thread_local struct {
+    char *data;
+    size_t len;
+} batch;
+
+void tr_log_flush(void)
+{
+    if (batch.data && batch.len) {
+        write_all(batch.data, batch.len);
+        batch.len = 0;
+    }
+}
+
+void tr_log_buffer_thread(int on)
+{
+    if (on && !batch.data) {
+        batch.data = tr_xmalloc(BATCH_BYTES);
+        batch.len = 0;
+    } else if (!on && batch.data) {
+        tr_log_flush();
+        free(batch.data);
+        batch.data = NULL;
+    }
+}
+
+/* Hands a finished line to stderr, through the batch when there is one. */
+static void output(tr_log_level_t level, const char *line, size_t len)
+{
+    if (!batch.data) {
+        write_all(line, len);
+        return;
+    }
+    if (batch.len + len > BATCH_BYTES) tr_log_flush();
+    if (len > BATCH_BYTES) {
+        write_all(line, len);
+        return;
+    }
+    memcpy(batch.data + batch.len, line, len);
+    batch.len += len;
+    if (level >= TR_LOG_ERROR) tr_log_flush();
+}
+
+/* The current time as RFC 3339. The date-and-seconds part is formatted once
+ * per second per thread; only the milliseconds change between lines. */
+static void format_now(char out[32])
+{
+    static _Thread_local int64_t cached_sec = -1;
+    static _Thread_local char cached[32];
+    int64_t now = tr_now_ms();
+    if (now / 1000 != cached_sec) {
+        cached_sec = now / 1000;
+        tr_time_format(cached_sec * 1000, cached); /* "...:SS.000Z" */
+    }
+    int ms = (int)(now % 1000);
+    memcpy(out, cached, 20); /* "YYYY-MM-DDTHH:MM:SS." */
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
+}
+
+/* Starts a line: ts, level, service and msg. */
+static void line_begin(line_t *l, tr_log_level_t level, const char *msg, size_t msg_len)
+{
+    char ts[32];
+    format_now(ts);
+    /* The fixed prefix always fits in the stack buffer. */
+    l->len = (size_t)snprintf(l->data, l->cap, "{\"ts\":\"%s\",\"level\":\"%s\"%.*s,\"msg\":", ts,
+                              level_names[level], (int)service_json_len, service_json);
+    if (!line_put_string(l, msg, msg_len)) l->truncated = true;
+}
+
+/* Closes the line, hands it to stderr and releases its memory. */
+static void line_end(line_t *l, tr_log_level_t level)
+{
+    static const char trunc_tail[] = ",\"log_truncated\":true";
+    line_room(l, TAIL_RESERVE, LOG_LINE_MAX);
+    if (l->truncated) {
+        memcpy(l->data + l->len, trunc_tail, sizeof trunc_tail - 1);
+        l->len += sizeof trunc_tail - 1;
+    }
+    l->data[l->len++] = '}';
+    l->data[l->len++] = '\n';
+    output(level, l->data, l->len);
+    if (l->heap) free(l->data);
+}
+
 static void emit(tr_log_level_t level, const char *msg, size_t msg_len, json_t *fields)
 {
     char stack[LOG_STACK_BYTES];
     line_t l = {.data = stack, .cap = sizeof stack};
-    char ts[32];
-    tr_time_format(tr_now_ms(), ts);
+    line_begin(&l, level, msg, msg_len);
+    if (!l.truncated && json_is_object(fields)) line_put_fields(&l, fields);
+    line_end(&l, level);
+}
 
-    /* The fixed prefix always fits in the stack buffer. */
-    l.len =
-        (size_t)snprintf(stack, sizeof stack, "{\"ts\":\"%s\",\"level\":\"%s\"%.*s,\"msg\":", ts,
-                         level_names[level], (int)service_json_len, service_json);
-    if (!line_put_string(&l, msg, msg_len))
-        l.truncated = true;
-    else if (json_is_object(fields))
-        line_put_fields(&l, fields);
+/* Writes ,"key": for a field; false when it does not fit. */
+static bool line_put_key(line_t *l, const char *key)
+{
+    if (!line_put(l, ",", 1) || !line_put_string(l, key, strlen(key))) return false;
+    return line_put(l, ":", 1);
+}
 
-    static const char trunc_tail[] = ",\"log_truncated\":true";
-    line_room(&l, TAIL_RESERVE, LOG_LINE_MAX);
-    if (l.truncated) {
-        memcpy(l.data + l.len, trunc_tail, sizeof trunc_tail - 1);
-        l.len += sizeof trunc_tail - 1;
+/* Decimal text of v into end-backwards buffer; returns the start. */
+static char *format_int(int64_t v, char *end)
+{
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char *p = end;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return p;
+}
+
+static bool line_put_field(line_t *l, const tr_log_field_t *f)
+{
+    char num[32];
+    char *end = num + sizeof(num), *p;
+    size_t mark = l->len;
+    bool ok = !is_reserved_key(f->key) && line_put_key(l, f->key);
+    switch (f->type) {
+    case TR_LOGF_STR:
+        ok = ok && line_put_string(l, f->str ? f->str : "", f->str ? strlen(f->str) : 0);
+        break;
+    case TR_LOGF_INT:
+        p = format_int(f->num, end);
+        ok = ok && line_put(l, p, (size_t)(end - p));
+        break;
+    case TR_LOGF_MILLIS: /* num is microseconds: print ms with three decimals */
+        p = format_int(f->num % 1000 + 1000, end); /* "1ddd": keeps leading zeros */
+        *p = '.';
+        p = format_int(f->num / 1000, p);
+        ok = ok && f->num >= 0 && line_put(l, p, (size_t)(end - p));
+        break;
     }
-    l.data[l.len++] = '}';
-    l.data[l.len++] = '\n';
-    write_all(l.data, l.len);
-    if (l.heap) free(l.data);
+    if (!ok) l->len = mark;
+    return ok;
+}
+
+void tr_log_fields(tr_log_level_t level, const char *msg, const tr_log_field_t *fields, size_t n)
+{
+    if (!tr_log_enabled(level)) return;
+    char stack[LOG_STACK_BYTES];
+    line_t l = {.data = stack, .cap = sizeof stack};
+    if (!msg) msg = "";
+    line_begin(&l, level, msg, strlen(msg));
+    for (size_t i = 0; i < n && !l.truncated; i++)
+        if (!line_put_field(&l, &fields[i])) l.truncated = true;
+    line_end(&l, level);
 }
 
 void tr_log_init(const char *service, tr_log_level_t level)

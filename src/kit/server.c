@@ -131,6 +131,7 @@ struct worker {
     uv_tcp_t listener;
     uv_async_t async;
     uv_timer_t drain_timer;
+    uv_check_t log_flush; /* flushes this thread's batched log lines */
     uv_thread_t thread;
     bool thread_started;
     int fd;       /* the bound socket until uv_tcp_open takes it */
@@ -798,6 +799,8 @@ static void finish(worker_t *w)
     w->finished = true;
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
+    uv_close((uv_handle_t *)&w->log_flush, NULL);
+    tr_log_flush();
     uv_stop(&w->loop);
 }
 
@@ -838,6 +841,13 @@ static void close_leftover(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* Runs after each poll phase, i.e. after a batch of I/O callbacks. */
+static void on_log_flush(uv_check_t *h)
+{
+    (void)h;
+    tr_log_flush();
+}
+
 static int worker_setup(worker_t *w)
 {
     const tr_server_config_t *cfg = &w->srv->cfg;
@@ -846,6 +856,10 @@ static int worker_setup(worker_t *w)
     w->listener.data = w->async.data = w->drain_timer.data = w;
     if ((rc = uv_async_init(&w->loop, &w->async, on_async)) != 0) goto out;
     uv_timer_init(&w->loop, &w->drain_timer);
+    uv_check_init(&w->loop, &w->log_flush);
+    uv_check_start(&w->log_flush, on_log_flush);
+    uv_unref((uv_handle_t *)&w->log_flush); /* must not keep the loop alive */
+    tr_log_buffer_thread(1);
     uv_tcp_init(&w->loop, &w->listener);
     w->listener.data = w;
     if ((rc = uv_tcp_open(&w->listener, w->fd)) != 0) goto out;
@@ -887,6 +901,7 @@ static void worker_main(void *arg)
         if (c->impl.active) release_req(c);
         conn_free(c);
     }
+    tr_log_buffer_thread(0);
     if ((rc = uv_loop_close(&w->loop)) != 0)
         tr_log_error("worker %d: loop closed with handles left (%s)", w->pub.index,
                      uv_strerror(rc));

@@ -18,6 +18,7 @@
 #include "kit/service.h"
 #include "kit/alloc.h"
 #include "kit/buf.h"
+#include "kit/fs.h"
 #include "kit/log.h"
 #include "kit/metrics.h"
 
@@ -148,19 +149,26 @@ static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double sec
 {
     const char *route = req->route ? req->route->pattern : "unmatched";
     tr_metrics_observe_request(route, req->method, status, seconds);
-    if (!tr_log_enabled(TR_LOG_INFO)) return;
     tr_log_level_t level = status >= 500 ? TR_LOG_ERROR : TR_LOG_INFO;
-    json_t *f = json_object();
-    json_object_set_new(f, "request_id", json_string(req->request_id));
-    json_object_set_new(f, "trace_id", json_string(req->trace.trace_id));
-    if (req->authenticated) json_object_set_new(f, "user_id", json_string(req->identity.user_id));
-    json_object_set_new(f, "method", json_string(req->method));
-    json_object_set_new(f, "route", json_string(route));
-    json_object_set_new(f, "status", json_integer(status));
-    json_object_set_new(f, "duration_ms", json_real(seconds * 1000.0));
-    json_object_set_new(f, "bytes", json_integer((json_int_t)bytes_sent));
-    json_object_set_new(f, "client_ip", json_string(req->client_ip ? req->client_ip : ""));
-    tr_log_json(level, "request", f);
+    if (!tr_log_enabled(level)) return;
+    tr_log_field_t f[] = {
+        TR_LOG_STR("request_id", req->request_id),
+        TR_LOG_STR("trace_id", req->trace.trace_id),
+        TR_LOG_STR("user_id", req->authenticated ? req->identity.user_id : NULL),
+        TR_LOG_STR("method", req->method),
+        TR_LOG_STR("route", route),
+        TR_LOG_INT("status", status),
+        TR_LOG_MILLIS("duration_ms", (int64_t)(seconds * 1e6)),
+        TR_LOG_INT("bytes", bytes_sent),
+        TR_LOG_STR("client_ip", req->client_ip),
+    };
+    /* user_id is left out for anonymous requests. */
+    if (req->authenticated) {
+        tr_log_fields(level, "request", f, sizeof(f) / sizeof(f[0]));
+    } else {
+        memmove(&f[2], &f[3], sizeof(f) - 3 * sizeof(f[0]));
+        tr_log_fields(level, "request", f, sizeof(f) / sizeof(f[0]) - 1);
+    }
 }
 
 static int worker_start(tr_worker_t *w)
@@ -187,22 +195,6 @@ static void worker_stop(tr_worker_t *w)
 }
 
 /* ---- start-up helpers --------------------------------------------------- */
-
-static int make_dirs(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf)) return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, mode) != 0 && errno != EEXIST) return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, mode) != 0 && errno != EEXIST) return -errno;
-    return 0;
-}
 
 static int config_uint(const tr_config_t *cfg, const char *name,
                        int (*parse)(const tr_config_t *, const char *, int64_t *), int64_t min,
@@ -377,7 +369,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 
     const char *data = tr_config_get(svc->config, "data");
     char resolved[PATH_MAX];
-    if ((rc = make_dirs(data, 0700)) != 0 || !realpath(data, resolved)) {
+    if ((rc = tr_mkdir_p(data, 0700)) != 0 || !realpath(data, resolved)) {
         tr_log_error("cannot create data directory %s: %s", data, strerror(rc ? -rc : errno));
         goto out;
     }
@@ -386,7 +378,10 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     svc->db_url = db ? tr_xstrdup(db) : tr_xasprintf("sqlite://%s/%s.db", svc->data_dir, def->name);
 
     if (migrate(svc) != 0) goto out;
-    if (def->init && def->init(svc) != 0) goto out;
+    if (def->init && (rc = def->init(svc)) != 0) {
+        if (rc == -EINVAL) exit_code = 2;
+        goto out;
+    }
     if (build_router(&impl) != 0) goto close_service;
 
     impl.workers = sc.workers;

@@ -136,6 +136,47 @@ static void test_basic_line(void **state)
     capture_free(&c);
 }
 
+static void test_typed_fields_and_batching(void **state)
+{
+    (void)state;
+    tr_log_init("test-svc", TR_LOG_DEBUG);
+    capture_t c;
+    capture_start(&c);
+    tr_log_buffer_thread(1);
+    tr_log_field_t f[] = {
+        TR_LOG_STR("route", "/api/x/{id}"),
+        TR_LOG_STR("quote", "a\"b"),
+        TR_LOG_STR("none", NULL),
+        TR_LOG_INT("status", 404),
+        TR_LOG_INT("neg", -12),
+        TR_LOG_MILLIS("d1", 1234),
+        TR_LOG_MILLIS("d2", 5),
+        TR_LOG_MILLIS("d3", 2000000),
+        TR_LOG_STR("msg", "reserved keys are dropped"),
+    };
+    tr_log_fields(TR_LOG_INFO, "request", f, sizeof(f) / sizeof(f[0]));
+    tr_log_fields(TR_LOG_DEBUG, "second", NULL, 0);
+    tr_log_flush();
+    tr_log_buffer_thread(0);
+    const char *text = capture_stop(&c);
+
+    json_t *lines = parse_lines(text);
+    assert_int_equal(json_array_size(lines), 2);
+    json_t *line = json_array_get(lines, 0);
+    assert_string_equal(str_field(line, "msg"), "request");
+    assert_string_equal(str_field(line, "route"), "/api/x/{id}");
+    assert_string_equal(str_field(line, "quote"), "a\"b");
+    assert_string_equal(str_field(line, "none"), "");
+    assert_int_equal(json_integer_value(json_object_get(line, "status")), 404);
+    assert_int_equal(json_integer_value(json_object_get(line, "neg")), -12);
+    assert_true(json_real_value(json_object_get(line, "d1")) == 1.234);
+    assert_true(json_real_value(json_object_get(line, "d2")) == 0.005);
+    assert_true(json_real_value(json_object_get(line, "d3")) == 2000.0);
+    assert_string_equal(str_field(json_array_get(lines, 1), "msg"), "second");
+    json_decref(lines);
+    capture_free(&c);
+}
+
 static void test_fields(void **state)
 {
     (void)state;
@@ -377,6 +418,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic_line),
         cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_typed_fields_and_batching),
         cmocka_unit_test(test_level_filter),
         cmocka_unit_test(test_parse_level),
         cmocka_unit_test(test_escaping),
