@@ -9,7 +9,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev node-llhttp libjansson-dev libjwt-dev libsodium-dev libssl-dev
   libsqlite3-dev libpq-dev libhiredis-dev libwslay-dev libcurl4-openssl-dev
-  libcmocka-dev nodejs wrk curl prometheus
+  libcmocka-dev nodejs wrk curl prometheus redis-server
 )
 
 # Bench-only extras are requested with `deps.sh bench`.
