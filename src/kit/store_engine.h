@@ -74,6 +74,18 @@ extern const struct tr_store_engine tr__store_sqlite_engine;
  * Returns -EINVAL when db is not a SQLite connection. */
 int tr__store_sqlite_cache_stats(tr_store_t *db, size_t *entries, uint64_t *hits, uint64_t *misses);
 
+/* WAL figures of the database file of a SQLite connection (for metrics
+ * and tests). */
+typedef struct tr__store_wal_stats {
+    uint64_t checkpoints; /* run by the background checkpointer so far */
+    uint64_t restarts;    /* of them, forced RESTARTs that rewound a long WAL */
+    int64_t wal_frames;   /* the WAL's length after the last commit */
+} tr__store_wal_stats_t;
+
+/* Fills *out. Returns -EINVAL when db is not a SQLite connection to a file
+ * (all figures stay 0 for a file that is not in WAL mode). */
+int tr__store_sqlite_wal_stats(tr_store_t *db, tr__store_wal_stats_t *out);
+
 /* Records an error message on db (printf-style) for tr_store_errmsg. */
 void tr__store_set_error(tr_store_t *db, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -8,7 +8,8 @@
  *    Every connection sets busy_timeout=5000, then journal_mode=WAL (readers
  *    never block the writer; retried by hand while busy, see sqlite_open),
  *    foreign_keys=ON and synchronous=NORMAL (durable in WAL except for the
- *    last transactions before a power cut).
+ *    last transactions before a power cut; commits do not fsync, only
+ *    checkpoints do) and, for a WAL file, wal_autocheckpoint=0 (note 6).
  *
  * 2. Parameters. SQL uses $1..$N. SQLite treats "$1" as a *named*
  *    parameter whose index is its order of first appearance, so "$2 ... $1"
@@ -36,20 +37,37 @@
  *    SQLITE_BUSY* / SQLITE_LOCKED* -> TR_STORE_EBUSY, anything else ->
  *    TR_STORE_EERROR. The message is copied into the store at once, before a
  *    reset can replace it.
+ *
+ * 6. Writers and checkpoints. A connection to a file attaches to the state
+ *    it shares with the process's other connections to that file
+ *    (store_sqlite_shared.c): a writer lock, so that in-process writers
+ *    queue on a mutex instead of sleeping in SQLite's busy handler, and a
+ *    checkpointer thread, so that no commit runs a checkpoint. This file
+ *    keeps the invariant the writer lock depends on: a connection holds it
+ *    exactly while it has a transaction open or a writing autocommit
+ *    statement in progress. writer_enter() runs before anything that may
+ *    take SQLite's write lock outside a transaction (BEGIN IMMEDIATE, a
+ *    statement that is not read-only or that opens a transaction, a
+ *    script); writer_settle() runs after every operation and releases the
+ *    lock once the connection is in autocommit mode with no cursor open, so
+ *    no error path can leave it held. Inside a transaction nothing is taken:
+ *    the transaction already holds it.
  */
 #include "kit/alloc.h"
 #include "kit/log.h"
 #include "kit/store_engine.h"
+#include "kit/store_sqlite_shared.h"
 
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CACHE_MAX       128
 #define CACHE_BUCKETS   256 /* power of two, about twice CACHE_MAX */
-#define BUSY_TIMEOUT_MS 5000
+#define BUSY_TIMEOUT_MS TR__SQLITE_BUSY_TIMEOUT_MS
 
 typedef struct cache_entry {
     char *sql;
@@ -76,6 +94,8 @@ typedef struct sqlite_store {
     size_t cached;
     uint64_t hits, misses;
     sqlite_rows_t rows;
+    tr__sqlite_shared_t *shared; /* NULL for in-memory databases */
+    bool holds_writer;           /* this connection holds shared's writer lock */
 } sqlite_store_t;
 
 static sqlite_store_t *from_db(tr_store_t *db)
@@ -106,6 +126,47 @@ static int fail(sqlite_store_t *s, int rc)
 {
     tr__store_set_error(&s->base, "%s", sqlite3_errmsg(s->conn));
     return map_code(rc);
+}
+
+/* ---- writer lock (note 6) ------------------------------------------------ */
+
+static int writer_enter(sqlite_store_t *s)
+{
+    if (!s->shared || s->holds_writer) return 0;
+    int rc = tr__sqlite_writer_lock(s->shared);
+    if (rc == -EDEADLK) {
+        tr__store_set_error(&s->base, "database is locked by another connection of this thread");
+        return TR_STORE_EBUSY;
+    }
+    if (rc != 0) {
+        tr__store_set_error(&s->base,
+                            "database is locked: another connection of this process kept "
+                            "writing for %d ms",
+                            BUSY_TIMEOUT_MS);
+        return TR_STORE_EBUSY;
+    }
+    s->holds_writer = true;
+    return 0;
+}
+
+static void writer_settle(sqlite_store_t *s)
+{
+    if (s->holds_writer && !s->rows.stmt && sqlite3_get_autocommit(s->conn)) {
+        tr__sqlite_writer_unlock(s->shared);
+        s->holds_writer = false;
+    }
+}
+
+/* Whether running stmt now may take SQLite's write lock: it writes, or it
+ * opens a transaction (BEGIN and SAVEPOINT count as read-only to SQLite). */
+static bool may_write(sqlite_store_t *s, sqlite3_stmt *stmt)
+{
+    if (!sqlite3_get_autocommit(s->conn)) return false; /* the transaction decided */
+    if (!sqlite3_stmt_readonly(stmt)) return true;
+    const char *sql = sqlite3_sql(stmt);
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+        sql++;
+    return strncasecmp(sql, "BEGIN", 5) == 0 || strncasecmp(sql, "SAVEPOINT", 9) == 0;
 }
 
 /* ---- statement cache ---------------------------------------------------- */
@@ -240,6 +301,14 @@ static void cache_clear(sqlite_store_t *s)
     s->cached = 0;
 }
 
+int tr__store_sqlite_wal_stats(tr_store_t *db, tr__store_wal_stats_t *out)
+{
+    if (db->engine != &tr__store_sqlite_engine || !from_db(db)->shared) return -EINVAL;
+    tr__sqlite_shared_stats(from_db(db)->shared, &out->checkpoints, &out->restarts,
+                            &out->wal_frames);
+    return 0;
+}
+
 int tr__store_sqlite_cache_stats(tr_store_t *db, size_t *entries, uint64_t *hits, uint64_t *misses)
 {
     if (db->engine != &tr__store_sqlite_engine) return -EINVAL;
@@ -295,8 +364,9 @@ static int run(sqlite_store_t *s, int64_t *changes, const char *sql,
 {
     sqlite3_stmt *stmt = NULL;
     int rc = stmt_get(s, sql, &stmt);
-    if (rc != 0) return rc;
+    if (rc != 0) goto out;
     if ((rc = bind_params(s, stmt, params, nparams, SQLITE_STATIC)) != 0) goto out;
+    if (may_write(s, stmt) && (rc = writer_enter(s)) != 0) goto out;
 
     /* changes() keeps the last DML's count across DDL and SELECT, so only
      * trust it when this statement moved the total. */
@@ -312,7 +382,9 @@ static int run(sqlite_store_t *s, int64_t *changes, const char *sql,
         *changes = sqlite3_total_changes64(s->conn) == before ? 0 : sqlite3_changes64(s->conn);
 
 out:
-    stmt_release(stmt);
+    if (stmt) stmt_release(stmt);
+    /* Every exit: BEGIN and COMMIT come through here too. */
+    writer_settle(s);
     return rc;
 }
 
@@ -329,10 +401,12 @@ static int sqlite_query(tr_store_t *db, tr_rows_t **rows, const char *sql,
     sqlite3_stmt *stmt = NULL;
     int rc = stmt_get(s, sql, &stmt);
     if (rc != 0) return rc;
-    if ((rc = bind_params(s, stmt, params, nparams, SQLITE_TRANSIENT)) != 0) {
+    if ((rc = bind_params(s, stmt, params, nparams, SQLITE_TRANSIENT)) != 0 ||
+        (may_write(s, stmt) && (rc = writer_enter(s)) != 0)) {
         stmt_release(stmt);
         return rc;
     }
+    /* A writing cursor keeps the writer lock until tr_rows_free. */
     s->rows.stmt = stmt;
     s->rows.state = ROWS_BEFORE;
     *rows = &s->rows.base;
@@ -381,13 +455,18 @@ static void sqlite_rows_free(tr_rows_t *rows)
     if (r->stmt) stmt_release(r->stmt);
     r->stmt = NULL;
     r->state = ROWS_DONE;
+    writer_settle(from_db(rows->db));
 }
 
 static int sqlite_exec_script(tr_store_t *db, const char *sql)
 {
     sqlite_store_t *s = from_db(db);
     char *msg = NULL;
-    int rc = sqlite3_exec(s->conn, sql, NULL, NULL, &msg);
+    /* Outside a transaction any of the statements may write. */
+    int rc = sqlite3_get_autocommit(s->conn) ? writer_enter(s) : 0;
+    if (rc != 0) return rc;
+    rc = sqlite3_exec(s->conn, sql, NULL, NULL, &msg);
+    writer_settle(s);
     if (rc == SQLITE_OK) return 0;
     tr__store_set_error(db, "%s", msg ? msg : sqlite3_errstr(rc));
     sqlite3_free(msg);
@@ -398,8 +477,11 @@ static int sqlite_begin(tr_store_t *db)
 {
     /* IMMEDIATE takes the write lock now (waiting up to the busy timeout),
      * so a transaction never fails later trying to upgrade a stale read
-     * snapshot (SQLITE_BUSY_SNAPSHOT). */
-    return run(from_db(db), NULL, "BEGIN IMMEDIATE", NULL, 0);
+     * snapshot (SQLITE_BUSY_SNAPSHOT). Our writer lock first, so that
+     * within the process it is the one waited for (run settles it). */
+    sqlite_store_t *s = from_db(db);
+    int rc = writer_enter(s);
+    return rc != 0 ? rc : run(s, NULL, "BEGIN IMMEDIATE", NULL, 0);
 }
 
 static int sqlite_commit(tr_store_t *db)
@@ -412,7 +494,10 @@ static int sqlite_rollback(tr_store_t *db)
     sqlite_store_t *s = from_db(db);
     /* SQLite rolls back by itself after some errors (SQLITE_FULL, IOERR...);
      * a cleanup path's rollback must then still succeed. */
-    if (sqlite3_get_autocommit(s->conn)) return 0;
+    if (sqlite3_get_autocommit(s->conn)) {
+        writer_settle(s);
+        return 0;
+    }
     return run(s, NULL, "ROLLBACK", NULL, 0);
 }
 
@@ -466,6 +551,9 @@ static int sqlite_open(const char *target, tr_store_t **out, char *err, size_t e
      * system refused WAL and we run with rollback journals. */
     if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0)
         tr_log_warn("database %s: WAL unavailable, journal_mode is %s", target, mode);
+    if ((rc = tr__sqlite_shared_attach(s->conn, strcmp(mode, "wal") == 0, &s->shared, err,
+                                       errlen)) != 0)
+        goto out;
     *out = &s->base;
     s = NULL;
 
@@ -482,8 +570,12 @@ static void sqlite_close(tr_store_t *db)
 {
     sqlite_store_t *s = from_db(db);
     cache_clear(s);
-    /* close_v2 would defer rather than fail if anything were left open. */
+    /* close_v2 would defer rather than fail if anything were left open.
+     * Closing inside a transaction rolls it back, and only then may the
+     * next writer of this process go. */
     sqlite3_close_v2(s->conn);
+    if (s->holds_writer) tr__sqlite_writer_unlock(s->shared);
+    tr__sqlite_shared_detach(s->shared);
     free(s);
 }
 

@@ -1,7 +1,11 @@
 /*
  * test_store.c - the store over SQLite (kit/store.h): URLs, connection
  * settings, migrations (idempotent, atomic, concurrent), parameter types and
- * parameter order, error codes, transactions, cursors and the statement cache.
+ * parameter order, error codes, transactions, cursors and the statement cache;
+ * and the per-file state of the SQLite engine (store_sqlite_shared.c): the
+ * in-process writer lock (concurrent writers, every error path releasing
+ * it) and the background checkpointer (WAL bounded, periodic checkpoints,
+ * thread joined on the last close).
  *
  * Every database lives in one mkdtemp directory removed at the end.
  */
@@ -11,35 +15,33 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kit/store.h"
 #include "kit/store_engine.h"
+#include "kit/store_sqlite_shared.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 static char oldcwd[PATH_MAX];
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/trellis-test-store-XXXXXX");
-    if (!mkdtemp(tmpdir) || !getcwd(oldcwd, sizeof(oldcwd))) return -1;
+    if (testutil_tmpdir(tmpdir, sizeof(tmpdir), "store") != 0 || !getcwd(oldcwd, sizeof(oldcwd)))
+        return -1;
     /* Relative URLs in the tests resolve inside the temporary directory. */
     return chdir(tmpdir);
 }
@@ -48,7 +50,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     if (chdir(oldcwd) != 0) return -1;
-    return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testutil_remove_tree(tmpdir);
 }
 
 /* Opens <tmpdir>/<name> through an absolute sqlite:/// URL. */
@@ -108,6 +110,8 @@ static void test_open_settings(void **state)
     assert_int_equal(query_int(db, "PRAGMA foreign_keys"), 1);
     assert_int_equal(query_int(db, "PRAGMA busy_timeout"), 5000);
     assert_int_equal(query_int(db, "PRAGMA synchronous"), 1); /* NORMAL */
+    /* Checkpoints are the checkpointer thread's job, never a commit's. */
+    assert_int_equal(query_int(db, "PRAGMA wal_autocheckpoint"), 0);
     assert_int_equal(tr_store_ping(db), 0);
     tr_store_close(db);
 }
@@ -648,6 +652,523 @@ static void test_bad_sql(void **state)
     tr_store_close(NULL);
 }
 
+/* ---- writer lock and checkpointer (store_sqlite_shared.c) ----------------- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void path_in_tmpdir(char *out, size_t outlen, const char *name)
+{
+    snprintf(out, outlen, "%s/%s", tmpdir, name);
+}
+
+static off_t file_size(const char *name)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    path_in_tmpdir(path, sizeof(path), name);
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/* Threads of this process: the checkpointer threads show up here. */
+static int thread_count(void)
+{
+    DIR *dir = opendir("/proc/self/task");
+    int n = 0;
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir));)
+        n += e->d_name[0] != '.';
+    closedir(dir);
+    return n;
+}
+
+/* A joined thread may stay listed for a moment while the kernel reaps it. */
+static void assert_threads(int want)
+{
+    double deadline = now_seconds() + 2;
+    int n;
+    while ((n = thread_count()) != want && now_seconds() < deadline)
+        usleep(1000);
+    if (n != want) fail_msg("%d threads, want %d", n, want);
+}
+
+/* Makes a WAL database with 512-byte pages (so that a WAL of tens of
+ * thousands of frames stays a few megabytes) holding items and totals. */
+static void create_small_page_db(const char *name)
+{
+    char path[PATH_MAX];
+    sqlite3 *raw = NULL;
+    path_in_tmpdir(path, sizeof(path), name);
+    assert_int_equal(sqlite3_open(path, &raw), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "PRAGMA page_size = 512; PRAGMA journal_mode = WAL;"
+                                  "CREATE TABLE items (id INTEGER PRIMARY KEY, worker INTEGER);"
+                                  "CREATE TABLE totals (k INTEGER PRIMARY KEY, n INTEGER);"
+                                  "INSERT INTO totals VALUES (1, 0);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+}
+
+static int wal_frames_of(const char *name)
+{
+    char wal[PATH_MAX];
+    snprintf(wal, sizeof(wal), "%s-wal", name);
+    off_t size = file_size(wal);
+    return size <= 32 ? 0 : (int)((size - 32) / (512 + 24)); /* header, frame = header + page */
+}
+
+static tr__store_wal_stats_t wal_stats(tr_store_t *db)
+{
+    tr__store_wal_stats_t stats;
+    assert_int_equal(tr__store_sqlite_wal_stats(db, &stats), 0);
+    return stats;
+}
+
+typedef struct writer {
+    const char *name;
+    int index;
+    int transactions;
+    atomic_int *finished;
+    int rc;
+    char error[200];
+} writer_t;
+
+/* One committed unit of work as case `i % 5` of the mixed workload; case 4
+ * is rolled back. Returns 0 or the first failure. */
+static int mixed_unit(tr_store_t *db, int64_t id, int64_t worker, int i)
+{
+    const char *insert = "INSERT INTO items (id, worker) VALUES ($1, $2)";
+    const char *bump = "UPDATE totals SET n = n + 1 WHERE k = 1";
+    tr_rows_t *rows = NULL;
+    int rc = 0;
+
+    switch (i % 5) {
+    case 0: /* a transaction */
+        if ((rc = tr_store_begin(db)) == 0 &&
+            (rc = tr_store_exec(db, NULL, insert, "ii", id, worker)) == 0 &&
+            (rc = tr_store_exec(db, NULL, bump, NULL)) == 0)
+            rc = tr_store_commit(db);
+        break;
+    case 1: /* autocommit statements */
+        if ((rc = tr_store_exec(db, NULL, insert, "ii", id, worker)) == 0)
+            rc = tr_store_exec(db, NULL, bump, NULL);
+        return rc;
+    case 2: { /* read-modify-write: loses updates unless writers serialize */
+        int64_t n = -1;
+        if ((rc = tr_store_begin(db)) != 0) break;
+        if ((rc = tr_store_query(db, &rows, "SELECT n FROM totals WHERE k = 1", NULL)) != 0) break;
+        if ((rc = tr_rows_next(rows)) == 1) n = tr_rows_int(rows, 0);
+        tr_rows_free(rows);
+        if (rc != 1) {
+            rc = rc == 0 ? -ENOENT : rc;
+            break;
+        }
+        if ((rc = tr_store_exec(db, NULL, insert, "ii", id, worker)) == 0 &&
+            (rc = tr_store_exec(db, NULL, "UPDATE totals SET n = $1 WHERE k = 1", "i", n + 1)) == 0)
+            rc = tr_store_commit(db);
+        break;
+    }
+    case 3: /* a writing cursor outside a transaction */
+        if ((rc = tr_store_query(db, &rows,
+                                 "INSERT INTO items (id, worker) VALUES ($1, $2) RETURNING id",
+                                 "ii", id, worker)) != 0)
+            return rc;
+        rc = tr_rows_next(rows) == 1 && tr_rows_int(rows, 0) == id && tr_rows_next(rows) == 0
+                 ? 0
+                 : -EPROTO;
+        tr_rows_free(rows);
+        if (rc == 0) rc = tr_store_exec(db, NULL, bump, NULL);
+        return rc;
+    default: /* rolled back: leaves nothing */
+        if ((rc = tr_store_begin(db)) == 0 &&
+            (rc = tr_store_exec(db, NULL, insert, "ii", id, worker)) == 0 &&
+            (rc = tr_store_exec(db, NULL, bump, NULL)) == 0)
+            rc = tr_store_rollback(db);
+        return rc;
+    }
+    if (rc != 0) tr_store_rollback(db);
+    return rc;
+}
+
+static void *mixed_writer_main(void *arg)
+{
+    writer_t *w = arg;
+    tr_store_t *db = NULL;
+    char url[PATH_MAX + 32];
+    snprintf(url, sizeof(url), "sqlite://%s/%s", tmpdir, w->name);
+    if ((w->rc = tr_store_open(url, &db)) != 0) {
+        snprintf(w->error, sizeof(w->error), "open: %s", tr_store_errmsg(NULL));
+        goto out;
+    }
+    /* No waiting on SQLite's lock: any write that reaches it while another
+     * connection of this process holds it fails at once with EBUSY. */
+    w->rc = tr_store_exec(db, NULL, "PRAGMA busy_timeout = 0", NULL);
+    for (int i = 0; i < w->transactions && w->rc == 0; i++)
+        w->rc = mixed_unit(db, (int64_t)w->index * 1000000 + i, w->index, i);
+    if (w->rc != 0) snprintf(w->error, sizeof(w->error), "%s", tr_store_errmsg(db));
+    tr_store_close(db);
+out:
+    atomic_fetch_add(w->finished, 1);
+    return NULL;
+}
+
+/* Runs `count` writers on name; calls sample() until they are all done. */
+static void run_writers(const char *name, int count, int transactions, void (*sample)(const char *))
+{
+    enum { MAX_WRITERS = 8 };
+    pthread_t threads[MAX_WRITERS];
+    writer_t writers[MAX_WRITERS];
+    atomic_int finished = 0;
+    assert_true(count <= MAX_WRITERS);
+    for (int i = 0; i < count; i++) {
+        writers[i] = (writer_t){
+            .name = name, .index = i, .transactions = transactions, .finished = &finished};
+        assert_int_equal(pthread_create(&threads[i], NULL, mixed_writer_main, &writers[i]), 0);
+    }
+    while (atomic_load(&finished) < count) {
+        if (sample) sample(name);
+        usleep(200);
+    }
+    for (int i = 0; i < count; i++) {
+        pthread_join(threads[i], NULL);
+        if (writers[i].rc != 0) fail_msg("writer %d: %d %s", i, writers[i].rc, writers[i].error);
+    }
+}
+
+/* Rows and total a mixed workload of this size must leave. */
+static int64_t mixed_expected(int writers, int transactions)
+{
+    int64_t per_writer = transactions / 5 * 4 + (transactions % 5 < 4 ? transactions % 5 : 4);
+    return writers * per_writer;
+}
+
+static void test_concurrent_writers(void **state)
+{
+    (void)state;
+    enum { WRITERS = 4, TRANSACTIONS = 1500 };
+    tr_store_t *db = open_db("writers.db");
+    assert_int_equal(tr_store_exec(db, NULL,
+                                   "CREATE TABLE items (id INTEGER PRIMARY KEY, worker INTEGER)",
+                                   NULL),
+                     0);
+    assert_int_equal(
+        tr_store_exec(db, NULL, "CREATE TABLE totals (k INTEGER PRIMARY KEY, n INTEGER)", NULL), 0);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO totals VALUES (1, 0)", NULL), 0);
+
+    run_writers("writers.db", WRITERS, TRANSACTIONS, NULL);
+
+    int64_t want = mixed_expected(WRITERS, TRANSACTIONS);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM items"), want);
+    assert_int_equal(query_int(db, "SELECT n FROM totals WHERE k = 1"), want);
+    for (int i = 0; i < WRITERS; i++) {
+        tr_rows_t *rows = NULL;
+        assert_int_equal(tr_store_query(db, &rows, "SELECT COUNT(*) FROM items WHERE worker = $1",
+                                        "i", (int64_t)i),
+                         0);
+        assert_int_equal(tr_rows_next(rows), 1);
+        assert_int_equal(tr_rows_int(rows, 0), want / WRITERS);
+        tr_rows_free(rows);
+    }
+    tr_store_close(db);
+}
+
+/* Two connections of one thread: the second must not wait for the first,
+ * which cannot commit while its thread waits. */
+static void test_same_thread_second_writer(void **state)
+{
+    (void)state;
+    char target[PATH_MAX], link_path[PATH_MAX], url[PATH_MAX + 32];
+    tr_store_t *a = open_db("samethread.db"), *b = NULL, *c = NULL;
+    assert_int_equal(tr_store_exec(a, NULL, "CREATE TABLE t (v INTEGER)", NULL), 0);
+    /* Other spellings of the path find the same writer lock. */
+    assert_int_equal(tr_store_open("sqlite://./samethread.db", &b), 0);
+    path_in_tmpdir(target, sizeof(target), "samethread.db");
+    path_in_tmpdir(link_path, sizeof(link_path), "samethread-link.db");
+    assert_int_equal(symlink(target, link_path), 0);
+    snprintf(url, sizeof(url), "sqlite://%s", link_path);
+    assert_int_equal(tr_store_open(url, &c), 0);
+
+    assert_int_equal(tr_store_begin(a), 0);
+    assert_int_equal(tr_store_exec(a, NULL, "INSERT INTO t VALUES (1)", NULL), 0);
+    double start = now_seconds();
+    /* SQLite's busy timeout (5 s) would run out first without our lock. */
+    assert_int_equal(tr_store_begin(b), TR_STORE_EBUSY);
+    assert_non_null(strstr(tr_store_errmsg(b), "locked"));
+    assert_int_equal(tr_store_exec(c, NULL, "INSERT INTO t VALUES (2)", NULL), TR_STORE_EBUSY);
+    assert_true(now_seconds() - start < 1.0);
+    assert_int_equal(query_int(b, "SELECT COUNT(*) FROM t"), 0); /* reads go on */
+    assert_int_equal(tr_store_commit(a), 0);
+
+    assert_int_equal(tr_store_begin(b), 0);
+    assert_int_equal(tr_store_exec(b, NULL, "INSERT INTO t VALUES (3)", NULL), 0);
+    assert_int_equal(tr_store_commit(b), 0);
+    assert_int_equal(tr_store_exec(c, NULL, "INSERT INTO t VALUES (4)", NULL), 0);
+    assert_int_equal(query_int(a, "SELECT SUM(v) FROM t"), 8);
+    tr_store_close(c);
+    tr_store_close(b);
+    tr_store_close(a);
+}
+
+/* The writer lock of the file is free: a second connection of this thread
+ * can write at once (it would get EBUSY at once if the lock were held). */
+static void assert_writer_free(tr_store_t *other)
+{
+    assert_int_equal(tr_store_begin(other), 0);
+    assert_int_equal(tr_store_rollback(other), 0);
+}
+
+static void assert_writer_held(tr_store_t *other)
+{
+    assert_int_equal(tr_store_begin(other), TR_STORE_EBUSY);
+}
+
+static void test_writer_released_on_every_path(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    tr_store_t *db = open_db("release.db"), *other = open_db("release.db");
+    tr_rows_t *rows = NULL;
+    sqlite3 *foreign = NULL;
+
+    assert_int_equal(
+        tr_store_exec(db, NULL, "CREATE TABLE u (id INTEGER PRIMARY KEY, email TEXT UNIQUE)", NULL),
+        0);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO u VALUES (1, 'a@x')", NULL), 0);
+    assert_int_equal(tr_store_exec(db, NULL,
+                                   "CREATE TABLE child (id INTEGER PRIMARY KEY, "
+                                   "u INTEGER REFERENCES u (id) DEFERRABLE INITIALLY DEFERRED)",
+                                   NULL),
+                     0);
+    /* RAISE(ROLLBACK) ends the whole transaction from inside a statement. */
+    assert_int_equal(tr_store_exec(db, NULL, "CREATE TABLE doomed (v INTEGER)", NULL), 0);
+    assert_int_equal(tr_store_exec(db, NULL,
+                                   "CREATE TRIGGER doom BEFORE INSERT ON doomed "
+                                   "BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END",
+                                   NULL),
+                     0);
+    assert_writer_free(other);
+
+    /* A failed statement inside a transaction keeps it (and the lock) until
+     * the rollback. */
+    assert_int_equal(tr_store_begin(db), 0);
+    assert_writer_held(other);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO u VALUES (2, 'a@x')", NULL),
+                     TR_STORE_ECONSTRAINT);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO nowhere VALUES (1)", NULL),
+                     TR_STORE_EERROR);
+    assert_int_equal(tr_store_begin(db), TR_STORE_EERROR); /* nested */
+    assert_writer_held(other);
+    assert_int_equal(tr_store_rollback(db), 0);
+    assert_writer_free(other);
+
+    /* A write refused by the one-cursor rule; the rollback closes both. */
+    assert_int_equal(tr_store_begin(db), 0);
+    assert_int_equal(tr_store_query(db, &rows, "SELECT id FROM u", NULL), 0);
+    assert_int_equal(tr_store_exec(db, NULL, "DELETE FROM u", NULL), -EINVAL);
+    assert_writer_held(other);
+    assert_int_equal(tr_store_rollback(db), 0);
+    assert_writer_free(other);
+
+    /* SQLite rolling the transaction back by itself releases at once; the
+     * cleanup rollback after it is a no-op. */
+    assert_int_equal(tr_store_begin(db), 0);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO doomed VALUES (1)", NULL),
+                     TR_STORE_ECONSTRAINT);
+    assert_writer_free(other);
+    assert_int_equal(tr_store_rollback(db), 0);
+
+    /* A commit refused by a deferred constraint leaves the transaction open. */
+    assert_int_equal(tr_store_begin(db), 0);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO child VALUES (1, 99)", NULL), 0);
+    assert_int_equal(tr_store_commit(db), TR_STORE_ECONSTRAINT);
+    assert_writer_held(other);
+    assert_int_equal(tr_store_rollback(db), 0);
+    assert_writer_free(other);
+
+    /* A writing cursor outside a transaction holds the lock until freed,
+     * whether it succeeds or fails. */
+    assert_int_equal(
+        tr_store_query(db, &rows, "INSERT INTO u VALUES (3, 'c@x') RETURNING id", NULL), 0);
+    assert_writer_held(other);
+    assert_int_equal(tr_rows_next(rows), 1);
+    tr_rows_free(rows);
+    assert_writer_free(other);
+    assert_int_equal(
+        tr_store_query(db, &rows, "INSERT INTO u VALUES (4, 'a@x') RETURNING id", NULL), 0);
+    assert_int_equal(tr_rows_next(rows), TR_STORE_ECONSTRAINT);
+    tr_rows_free(rows);
+    assert_writer_free(other);
+    assert_int_equal(tr_store_query(db, &rows, "SELECT id FROM u", NULL),
+                     0); /* reads take nothing */
+    assert_writer_free(other);
+    tr_rows_free(rows);
+
+    /* Transactions opened by hand are serialized too. */
+    assert_int_equal(tr_store_exec(db, NULL, "BEGIN", NULL), 0);
+    assert_writer_held(other);
+    assert_int_equal(tr_store_exec(db, NULL, "COMMIT", NULL), 0);
+    assert_writer_free(other);
+
+    /* Another process holding SQLite's lock: BEGIN and an autocommit write
+     * fail with EBUSY and release ours. */
+    path_in_tmpdir(path, sizeof(path), "release.db");
+    assert_int_equal(sqlite3_open(path, &foreign), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(foreign, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(tr_store_exec(db, NULL, "PRAGMA busy_timeout = 0", NULL), 0);
+    assert_int_equal(tr_store_begin(db), TR_STORE_EBUSY);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO u VALUES (5, 'e@x')", NULL),
+                     TR_STORE_EBUSY);
+    assert_int_equal(sqlite3_exec(foreign, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(foreign), SQLITE_OK);
+    assert_writer_free(other);
+
+    /* A failed migration. */
+    const tr_migration_t broken[] = {
+        {1, "0001_broken", "CREATE TABLE half (a INTEGER); INSERT INTO nowhere VALUES (1);"}};
+    assert_int_equal(tr_store_migrate(db, broken, 1), TR_STORE_EERROR);
+    assert_writer_free(other);
+
+    /* Closing inside a transaction. */
+    assert_int_equal(tr_store_begin(db), 0);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO u VALUES (6, 'f@x')", NULL), 0);
+    tr_store_close(db);
+    assert_writer_free(other);
+    assert_int_equal(query_int(other, "SELECT COUNT(*) FROM u"), 2);
+    tr_store_close(other);
+}
+
+static int max_wal_frames;
+
+static void sample_wal(const char *name)
+{
+    int frames = wal_frames_of(name);
+    if (frames > max_wal_frames) max_wal_frames = frames;
+}
+
+static void test_wal_stays_bounded(void **state)
+{
+    (void)state;
+    enum { WRITERS = 4, TRANSACTIONS = 10000 };
+    create_small_page_db("bounded.db");
+    tr_store_t *db = open_db("bounded.db");
+
+    max_wal_frames = 0;
+    run_writers("bounded.db", WRITERS, TRANSACTIONS, sample_wal);
+    sample_wal("bounded.db");
+
+    int64_t want = mixed_expected(WRITERS, TRANSACTIONS);
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM items"), want);
+    assert_int_equal(query_int(db, "SELECT n FROM totals WHERE k = 1"), want);
+    /* Each unit of work writes at least two pages (an items leaf and the
+     * totals row), so without checkpoints the WAL would reach three times
+     * the limit. It may overshoot the limit by what is written while the
+     * checkpointer gets to it, more so when the machine is busy. */
+    assert_true(want * 2 > 3 * TR__SQLITE_WAL_LIMIT_FRAMES);
+    if (max_wal_frames > 2 * TR__SQLITE_WAL_LIMIT_FRAMES)
+        fail_msg("WAL grew to %d frames", max_wal_frames);
+    assert_true(wal_stats(db).checkpoints > 0);
+    tr_store_close(db);
+}
+
+/* A reader holding an old snapshot stops every checkpoint, so the WAL
+ * outgrows the limit, but writes go on (the forced checkpoints tried
+ * meanwhile give up); once the reader is gone the WAL comes back. */
+static void test_wal_limit_after_pinning_reader(void **state)
+{
+    (void)state;
+    char path[PATH_MAX];
+    sqlite3 *reader = NULL;
+    create_small_page_db("pinned.db");
+    tr_store_t *db = open_db("pinned.db");
+
+    path_in_tmpdir(path, sizeof(path), "pinned.db");
+    assert_int_equal(sqlite3_open(path, &reader), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM items", NULL, NULL, NULL),
+                     SQLITE_OK);
+    int64_t i = 0;
+    /* Writes never fail meanwhile, though forced checkpoints are tried. */
+    while (wal_stats(db).wal_frames <= TR__SQLITE_WAL_LIMIT_FRAMES + 1000) {
+        assert_int_equal(mixed_unit(db, ++i, 0, 0), 0);
+        assert_true(i < 4 * TR__SQLITE_WAL_LIMIT_FRAMES);
+    }
+    assert_int_equal(wal_stats(db).restarts, 0);
+    assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(reader), SQLITE_OK);
+
+    double deadline = now_seconds() + 10;
+    while (wal_stats(db).wal_frames > TR__SQLITE_WAL_LIMIT_FRAMES / 2) {
+        assert_true(now_seconds() < deadline);
+        assert_int_equal(mixed_unit(db, ++i, 0, 0), 0);
+    }
+    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM items"), i);
+    tr_store_close(db);
+}
+
+static void test_periodic_checkpoint(void **state)
+{
+    (void)state;
+    enum { BLOB = 200 * 1024 };
+    char *text = malloc(BLOB + 1);
+    memset(text, 'x', BLOB);
+    text[BLOB] = '\0';
+    tr_store_t *db = open_db("periodic.db");
+    assert_int_equal(tr_store_exec(db, NULL, "CREATE TABLE blobs (v TEXT)", NULL), 0);
+    assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO blobs VALUES ($1)", "t", text), 0);
+    free(text);
+    /* About 50 frames, far below the wake-up threshold: only the periodic
+     * checkpoint copies them into the database file. */
+    double deadline = now_seconds() + 3.0 * TR__SQLITE_CHECKPOINT_PERIOD_MS / 1000;
+    while (file_size("periodic.db") < BLOB || wal_stats(db).checkpoints < 1) {
+        assert_true(now_seconds() < deadline);
+        usleep(10000);
+    }
+    assert_int_equal(wal_stats(db).restarts, 0);
+    tr_store_close(db);
+}
+
+static void test_last_close_joins_checkpointer(void **state)
+{
+    (void)state;
+    int base = thread_count(), settled;
+    while (usleep(10000), (settled = thread_count()) < base)
+        base = settled;
+    tr_store_t *a = open_db("lifetime.db");
+    assert_threads(base + 1);
+    tr_store_t *b = open_db("lifetime.db");
+    assert_threads(base + 1); /* one thread per file */
+    tr_store_t *other = open_db("lifetime-other.db");
+    assert_threads(base + 2);
+    tr_store_t *memory = NULL;
+    assert_int_equal(tr_store_open("sqlite://:memory:", &memory), 0);
+    assert_threads(base + 2); /* nothing to share */
+    assert_int_equal(tr__store_sqlite_wal_stats(memory, &(tr__store_wal_stats_t){0}), -EINVAL);
+    tr_store_close(memory);
+
+    assert_int_equal(tr_store_exec(a, NULL, "CREATE TABLE t (v INTEGER)", NULL), 0);
+    for (int64_t i = 0; i < 100; i++)
+        assert_int_equal(tr_store_exec(b, NULL, "INSERT INTO t VALUES ($1)", "i", i), 0);
+    tr_store_close(a);
+    assert_threads(base + 2);
+    assert_true(file_size("lifetime.db-wal") > 0);
+    tr_store_close(b);
+    assert_threads(base + 1);
+    assert_int_equal(file_size("lifetime.db-wal"), 0); /* checkpointed and emptied */
+    tr_store_close(other);
+    assert_threads(base);
+
+    /* And a new start gets a new thread. */
+    a = open_db("lifetime.db");
+    assert_threads(base + 1);
+    assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t"), 100);
+    tr_store_close(a);
+    assert_threads(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -664,6 +1185,13 @@ int main(void)
         cmocka_unit_test(test_cursor_rules),
         cmocka_unit_test(test_statement_cache),
         cmocka_unit_test(test_bad_sql),
+        cmocka_unit_test(test_concurrent_writers),
+        cmocka_unit_test(test_same_thread_second_writer),
+        cmocka_unit_test(test_writer_released_on_every_path),
+        cmocka_unit_test(test_wal_stays_bounded),
+        cmocka_unit_test(test_wal_limit_after_pinning_reader),
+        cmocka_unit_test(test_periodic_checkpoint),
+        cmocka_unit_test(test_last_close_joins_checkpointer),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
