@@ -11,6 +11,8 @@ function(trellis_embed_migrations service dir out_var)
     COMMAND ${CMAKE_COMMAND} -DSERVICE=${service} -DOUT=${out} "-DFILES=${sql_files}"
             -P ${PROJECT_SOURCE_DIR}/cmake/embed_sql.cmake
     DEPENDS ${sql_files} ${PROJECT_SOURCE_DIR}/cmake/embed_sql.cmake
-    COMMENT "Embedding ${service} migrations")
+    COMMENT "Embedding ${service} migrations"
+    # The file list is ;-separated: without VERBATIM the shell would split it.
+    VERBATIM)
   set(${out_var} ${out} PARENT_SCOPE)
 endfunction()

@@ -14,6 +14,7 @@
 #include "kit/alloc.h"
 #include "kit/server_internal.h"
 
+#include <errno.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,24 +173,44 @@ static bool is_token_char(unsigned char c)
 }
 
 /* Headers the server writes itself; a handler's copy would duplicate or
- * contradict them. */
-static bool is_managed_header(const char *name)
+ * contradict them. Date and X-Request-Id stop being managed when the
+ * handler opted out of them (tr_res_omit). */
+static bool is_managed_header(const char *name, unsigned omit)
 {
-    static const char *const managed[] = {"content-length", "content-type", "date",
-                                          "connection",     "x-request-id", "transfer-encoding"};
+    static const struct {
+        const char *name;
+        unsigned omit_flag;
+    } managed[] = {
+        {"content-length", 0},
+        {"content-type", 0},
+        {"date", TR_RES_OMIT_DATE},
+        {"connection", 0},
+        {"x-request-id", TR_RES_OMIT_REQUEST_ID},
+        {"transfer-encoding", 0},
+    };
     for (size_t i = 0; i < sizeof(managed) / sizeof(managed[0]); i++)
-        if (strcasecmp(name, managed[i]) == 0) return true;
+        if (strcasecmp(name, managed[i].name) == 0) return !(omit & managed[i].omit_flag);
     return false;
 }
 
-void tr_res_header(tr_req_t *req, const char *name, const char *value)
+int tr_res_header(tr_req_t *req, const char *name, const char *value)
 {
-    if (!name || !*name || !value || is_managed_header(name)) return;
-    for (const char *p = name; *p; p++)
-        if (!is_token_char((unsigned char)*p)) return;
+    int rc = 0;
+    if (!name || !*name || !value || is_managed_header(name, req->impl->omit)) {
+        rc = -EINVAL;
+        goto out;
+    }
+    for (const char *p = name; *p; p++) {
+        if (!is_token_char((unsigned char)*p)) {
+            rc = -EINVAL;
+            goto out;
+        }
+    }
     /* CR or LF in a value would let it inject headers or a whole response. */
-    for (const char *p = value; *p; p++)
-        if (*p == '\r' || *p == '\n') return;
+    if (value[strcspn(value, "\r\n")] != '\0') {
+        rc = -EINVAL;
+        goto out;
+    }
 
     tr_buf_t *b = &req->impl->res_headers;
     size_t before = b->len;
@@ -198,7 +219,20 @@ void tr_res_header(tr_req_t *req, const char *name, const char *value)
         /* Over the limit: drop this header whole rather than half of it. */
         b->len = before;
         if (b->data) b->data[before] = '\0';
+        rc = TR_ETOOBIG;
     }
+out:
+    return rc;
+}
+
+void tr_res_omit(tr_req_t *req, unsigned flags)
+{
+    req->impl->omit |= flags & (TR_RES_OMIT_DATE | TR_RES_OMIT_REQUEST_ID);
+}
+
+bool tr_respond_started(const tr_req_t *req)
+{
+    return req->impl->res_started;
 }
 
 void tr_respond(tr_req_t *req, int status, const char *content_type, const void *body, size_t len)
@@ -238,6 +272,26 @@ void tr_respond_error(tr_req_t *req, tr_err_t err, const char *message, json_t *
 {
     tr_respond_json(req, tr_err_status(err),
                     tr_error_envelope(err, message, req->request_id, details));
+}
+
+void tr_respond_body_error(tr_req_t *req, int status)
+{
+    if (tr_respond_started(req)) {
+        tr_respond_abort(req);
+        return;
+    }
+    switch (status) {
+    case -EMSGSIZE:
+        tr_respond_error(req, TR_ERR_PAYLOAD_TOO_LARGE, "request body too large", NULL);
+        break;
+    case -ETIMEDOUT:
+        tr_respond_error(req, TR_ERR_REQUEST_TIMEOUT, "request body not received in time", NULL);
+        break;
+    default:
+        tr_respond_error(req, TR_ERR_INVALID_ARGUMENT, "malformed or incomplete request body",
+                         NULL);
+        break;
+    }
 }
 
 json_t *tr_error_envelope(tr_err_t err, const char *message, const char *request_id,

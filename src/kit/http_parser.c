@@ -22,7 +22,15 @@
  *    their total is capped at max_header_bytes + the body limit so a client
  *    cannot keep a request open forever on framing alone.
  *
- * 4. Strings are NUL-separated in one head buffer. Offsets are recorded while
+ * 4. Stopping early. Returning HPE_PAUSED from on_headers_complete (the head
+ *    callback deferred the decision) or from on_body (the STREAM sink asked
+ *    to stop) makes llhttp_execute() return at once with error_pos just past
+ *    the headers or the body piece; llhttp_resume() continues from exactly
+ *    there. Work llhttp still owes without more input (the end of a message
+ *    whose last body byte was just delivered) happens on the next execute,
+ *    which may be given no bytes, hence `paused` and empty feeds.
+ *
+ * 5. Strings are NUL-separated in one head buffer. Offsets are recorded while
  *    it grows and turned into pointers once the headers are complete; nothing
  *    is appended to it afterwards (trailers are dropped), so the pointers stay
  *    valid until tr__http_parser_next().
@@ -186,10 +194,17 @@ static int on_headers_complete(llhttp_t *ll)
     p->has_content_length = (ll->flags & F_CONTENT_LENGTH) != 0;
     p->content_length = p->has_content_length ? ll->content_length : 0;
     p->chunked = (ll->flags & F_CHUNKED) != 0;
+    /* llhttp sets `upgrade` before this callback runs. After an upgrade or
+     * CONNECT the bytes that follow are another protocol. */
+    p->keep_alive = llhttp_should_keep_alive(ll) && !ll->upgrade;
 
     size_t max_body = p->default_max_body;
     if (p->on_head) {
         int status = p->on_head(p, p->ctx, &max_body);
+        if (status == TR_HTTP_HEAD_DEFER) {
+            p->paused = true;
+            return HPE_PAUSED;
+        }
         if (status) return fail(p, status, "rejected at headers");
     }
     p->max_body = max_body;
@@ -201,8 +216,23 @@ static int on_headers_complete(llhttp_t *ll)
 static int on_body(llhttp_t *ll, const char *at, size_t len)
 {
     tr_http_parser_t *p = parser_of(ll);
-    if (len > p->max_body - p->body_buf.len) return fail(p, 413, "request body too large");
-    if (tr_buf_append(&p->body_buf, at, len) != 0) return fail(p, 413, "request body too large");
+    if (len == 0) return 0;
+    if (len > p->max_body - p->body_seen) return fail(p, 413, "request body too large");
+    p->body_seen += len;
+    switch (p->body_mode) {
+    case TR_HTTP_BODY_BUFFER:
+        if (tr_buf_append(&p->body_buf, at, len) != 0)
+            return fail(p, 413, "request body too large");
+        break;
+    case TR_HTTP_BODY_STREAM:
+        if (p->on_data && p->on_data(p->ctx, at, len)) {
+            p->paused = true;
+            return HPE_PAUSED;
+        }
+        break;
+    case TR_HTTP_BODY_DISCARD:
+        break;
+    }
     return 0;
 }
 
@@ -210,8 +240,6 @@ static int on_message_complete(llhttp_t *ll)
 {
     tr_http_parser_t *p = parser_of(ll);
     p->ready = true;
-    /* After an upgrade or CONNECT the bytes that follow are another
-     * protocol; we answer the request and close. */
     p->keep_alive = llhttp_should_keep_alive(ll) && !ll->upgrade;
     p->body = p->body_buf.data ? p->body_buf.data : "";
     p->body_len = p->body_buf.len;
@@ -241,8 +269,10 @@ static void reset_request(tr_http_parser_t *p)
     p->nheaders = p->noffs = 0;
     p->content_length = 0;
     p->has_content_length = p->chunked = p->expect_continue = false;
-    p->keep_alive = p->started = p->headers_done = p->ready = false;
+    p->keep_alive = p->started = p->headers_done = p->ready = p->paused = false;
     p->head_bytes = p->body_raw = 0;
+    p->body_seen = 0;
+    p->body_mode = TR_HTTP_BODY_BUFFER;
     p->max_body = p->default_max_body;
     p->url_off = p->cur_name_off = p->cur_value_off = 0;
     if (p->head.cap > KEEP_BUFFER_BYTES) tr_buf_free(&p->head);
@@ -291,12 +321,25 @@ tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *dat
 {
     tr_http_parse_result_t result = TR_HTTP_NEED_MORE;
     size_t off = 0;
+    /* llhttp must run once even without input when it stopped early (note 4);
+     * a span restarts at the input pointer, which must not be NULL. */
+    bool must_run = p->paused;
 
     if (p->failed) {
         result = TR_HTTP_FAILED;
         goto out;
     }
-    while (off < len) {
+    if (p->ready) {
+        result = TR_HTTP_REQUEST;
+        goto out;
+    }
+    if (len == 0) data = "";
+    if (p->paused) {
+        llhttp_resume(&p->ll);
+        p->paused = false;
+    }
+    while (off < len || must_run) {
+        must_run = false;
         bool in_head = !p->headers_done;
         size_t n = len - off;
         if (in_head && n > p->max_header_bytes - p->head_bytes)
@@ -304,7 +347,7 @@ tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *dat
 
         llhttp_errno_t err = llhttp_execute(&p->ll, data + off, n);
         size_t used = n;
-        if ((err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) && p->ready) {
+        if ((err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) && (p->ready || p->paused)) {
             used = (size_t)(llhttp_get_error_pos(&p->ll) - (data + off));
         } else if (err != HPE_OK) {
             result = set_failed(p, 400, llhttp_get_error_reason(&p->ll));
@@ -317,8 +360,8 @@ tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *dat
         } else {
             p->body_raw += used;
             /* Body bytes that shared a slice with the end of the head are
-             * in body_buf but not in body_raw, hence the guard. */
-            size_t overhead = p->body_raw > p->body_buf.len ? p->body_raw - p->body_buf.len : 0;
+             * in body_seen but not in body_raw, hence the guard. */
+            size_t overhead = p->body_raw > p->body_seen ? p->body_raw - p->body_seen : 0;
             if (overhead > p->max_header_bytes + p->max_body) {
                 result = set_failed(p, 413, "request framing too large");
                 goto out;
@@ -326,6 +369,10 @@ tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *dat
         }
         if (p->ready) {
             result = TR_HTTP_REQUEST;
+            goto out;
+        }
+        if (p->paused) {
+            result = in_head ? TR_HTTP_HEADERS : TR_HTTP_PAUSED;
             goto out;
         }
         if (!p->headers_done && p->head_bytes >= p->max_header_bytes) {
@@ -340,7 +387,32 @@ out:
 
 void tr__http_parser_next(tr_http_parser_t *p)
 {
-    bool paused = p->ready;
+    bool paused = p->ready || p->paused;
     reset_request(p);
     if (paused && llhttp_get_errno(&p->ll) == HPE_PAUSED) llhttp_resume(&p->ll);
+}
+
+int tr__http_parser_set_body(tr_http_parser_t *p, tr_http_body_mode_t mode, size_t max_body)
+{
+    int rc = 0;
+    p->body_mode = mode;
+    p->max_body = max_body;
+    if (p->has_content_length && p->content_length > max_body) {
+        set_failed(p, 413, "request body too large");
+        rc = 413;
+        goto out;
+    }
+    if (!p->chunked && p->content_length == 0) {
+        /* No body: let llhttp reach the end of the message now. */
+        size_t used = 0;
+        tr_http_parse_result_t r = tr__http_parser_feed(p, "", 0, &used);
+        if (r == TR_HTTP_FAILED) rc = p->error_status;
+    }
+out:
+    return rc;
+}
+
+bool tr__http_parser_complete(const tr_http_parser_t *p)
+{
+    return p->ready;
 }

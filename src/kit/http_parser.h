@@ -15,7 +15,20 @@
  *                      pipelined requests are answered one by one, in order;
  *   TR_HTTP_FAILED     the stream cannot go on: answer error_status (400, 413,
  *                      431, or what the head callback returned) and close.
- *                      Every later feed fails the same way.
+ *                      Every later feed fails the same way;
+ *   TR_HTTP_HEADERS    the head callback returned TR_HTTP_HEAD_DEFER: the
+ *                      headers are complete and parsing stopped right after
+ *                      them; call tr__http_parser_set_body() before feeding
+ *                      the rest;
+ *   TR_HTTP_PAUSED     the body sink (on_data) asked to stop; *consumed tells
+ *                      how much was used. Feed the rest later; a feed with no
+ *                      bytes is valid and needed while `paused` is set (the
+ *                      end of the message may be due without more input).
+ *
+ * BODY MODES (body_mode, chosen per request, changeable between feeds and
+ * from inside on_data): BUFFER collects the body in body_buf (the default),
+ * STREAM hands each de-chunked piece to on_data, DISCARD drops it. The body
+ * limit holds in every mode.
  *
  * LIMITS. The request line plus headers may take at most max_header_bytes
  * raw bytes (counted on the wire, so whitespace padding counts too) -> 431.
@@ -26,7 +39,7 @@
  * -> 413.
  *
  * STORAGE. Everything a request exposes (method, target, path, query,
- * headers, body) lives in buffers owned by the parser and reused for the
+ * headers, a buffered body) lives in buffers owned by the parser and reused for the
  * next request, so a keep-alive connection does not allocate per request
  * once its buffers have grown. Pointers stay valid until the next call to
  * tr__http_parser_next() or tr__http_parser_free().
@@ -47,14 +60,29 @@ typedef struct tr_http_parser tr_http_parser_t;
 typedef enum tr_http_parse_result {
     TR_HTTP_NEED_MORE,
     TR_HTTP_REQUEST,
-    TR_HTTP_FAILED
+    TR_HTTP_FAILED,
+    TR_HTTP_HEADERS,
+    TR_HTTP_PAUSED
 } tr_http_parse_result_t;
 
+typedef enum tr_http_body_mode {
+    TR_HTTP_BODY_BUFFER,
+    TR_HTTP_BODY_STREAM,
+    TR_HTTP_BODY_DISCARD
+} tr_http_body_mode_t;
+
+#define TR_HTTP_HEAD_DEFER (-1)
+
 /* Called once per request when its headers are complete (method, target,
- * path, query, headers, expect_continue, content_length and chunked are set).
- * Sets *max_body (preset to the parser's default) and returns 0 to go on, or
- * an HTTP status (e.g. 404) to fail the stream with that status at once. */
+ * path, query, headers, expect_continue, content_length, chunked and
+ * keep_alive are set). Sets *max_body (preset to the parser's default) and
+ * returns 0 to go on, an HTTP status (e.g. 404) to fail the stream with that
+ * status at once, or TR_HTTP_HEAD_DEFER to stop there (TR_HTTP_HEADERS) and
+ * decide later with tr__http_parser_set_body(). */
 typedef int (*tr_http_head_cb)(tr_http_parser_t *p, void *ctx, size_t *max_body);
+/* Receives body bytes in TR_HTTP_BODY_STREAM mode (never 0 bytes); returns
+ * non-zero to stop the feed right after them (TR_HTTP_PAUSED). */
+typedef int (*tr_http_data_cb)(void *ctx, const char *data, size_t len);
 
 /* Byte offsets of one header in the head buffer, kept until the headers are
  * complete because the buffer may move while it grows. */
@@ -79,11 +107,17 @@ struct tr_http_parser {
     bool has_content_length;
     bool chunked;
     bool expect_continue; /* "Expect: 100-continue" was sent */
-    bool keep_alive;      /* set with TR_HTTP_REQUEST: may another request follow? */
+    bool keep_alive;      /* from the headers on: may another request follow? */
     bool started;         /* some byte of this request has been consumed */
     bool headers_done;    /* the head callback has run */
     int error_status;     /* set with TR_HTTP_FAILED */
     const char *error_reason;
+    uint64_t body_seen; /* de-chunked body bytes parsed so far, in any mode */
+    bool paused;        /* TR_HTTP_HEADERS or TR_HTTP_PAUSED is outstanding */
+
+    /* ---- set by the user ---- */
+    tr_http_body_mode_t body_mode; /* reset to BUFFER for every request */
+    tr_http_data_cb on_data;       /* for STREAM mode; survives requests */
 
     /* ---- private ---- */
     llhttp_t ll;
@@ -121,5 +155,13 @@ tr_http_parse_result_t tr__http_parser_feed(tr_http_parser_t *p, const char *dat
 /* Drops the current request and gets ready for the next one. Large buffers
  * are released so idle keep-alive connections stay small. */
 void tr__http_parser_next(tr_http_parser_t *p);
+/* After TR_HTTP_HEADERS: sets the body mode and limit, and lets the message
+ * complete at once when it has no body (ready is then true and the next feed
+ * returns TR_HTTP_REQUEST without needing bytes). Returns 0, or 413 when the
+ * announced Content-Length exceeds max_body (the stream has then failed). */
+int tr__http_parser_set_body(tr_http_parser_t *p, tr_http_body_mode_t mode, size_t max_body);
+/* True when the message has been parsed to its end (TR_HTTP_REQUEST is due
+ * or was returned). */
+bool tr__http_parser_complete(const tr_http_parser_t *p);
 
 #endif

@@ -12,37 +12,85 @@
  *
  * CONNECTION STATE MACHINE.
  *
- *   READING --request complete--> HANDLING --tr_respond--> WRITING --written--+
- *      ^                             |          (try_write done: skip WRITING)|
- *      +------------- keep-alive ----+----------------------------------------+
+ *   READING --request ready--> HANDLING --answered--> WRITING --written--+
+ *      ^                                   (try_write done: skip WRITING)|
+ *      +--- keep-alive ---+--- body complete --- DISCARDING <-- body left+
+ *                         +--------------------------------- body done --+
+ *   READING     parsing a head; or a buffered body before dispatch.
+ *   HANDLING    a request is with its handler and its answer is not
+ *               complete; a streamed body may flow to the handler.
+ *   WRITING     the answer is complete and being written (the single
+ *               write of a whole answer, or a streamed answer's last ones).
+ *   DISCARDING  the answer is out; the rest of a body it did not need is
+ *               read and dropped before the next request (server.h, EARLY
+ *               ANSWERS).
  *   last answer (close decided) -> LINGERING: FIN sent, the peer's remaining
  *   bytes are read and dropped until it closes or a short timer fires, so a
  *   client still sending (a 413'd body) reads our answer instead of a reset.
  *   Anything -> CLOSED (uv_close on the socket and the timer).
  *
+ * REQUEST BODY (conn->body), orthogonal to the state, for the request the
+ * connection carries:
+ *   RB_NONE     nothing left to read (complete, buffered, or none at all);
+ *   RB_HELD     streamed mode, the handler has not started reading: nothing
+ *               is parsed, reading stops once the stash is full;
+ *   RB_STREAM   parsed as it arrives and handed to the handler (unless it
+ *               paused: then as under RB_HELD);
+ *   RB_DISCARD  the request was answered first: parsed and dropped;
+ *   RB_FAILED   will never be complete (limit, framing, timeout, client
+ *               gone): the connection closes after the answer.
+ * The parser is fed exactly when conn_wants_input() says so.
+ *
  * Invariants:
  *   1. At most one request per connection is active; the tr_req_t embedded
- *      in the connection is reused by the next one only after tr_respond*().
- *   2. Bytes that arrive while a request is active are stashed (inbuf) and
- *      parsed only after the answer was written: pipelined requests are
- *      answered in order. Reading goes on meanwhile, to notice a client that
- *      leaves (tr_req_cancelled), until the stash holds max_header_bytes.
+ *      in the connection is reused by the next one only after it was
+ *      released. A request is released once its answer ended AND every
+ *      write of it called back, so the bytes a streamed write references
+ *      and the req its callback gets stay valid (req_seq tells requests of
+ *      one connection apart where a callback may have moved on).
+ *   2. Bytes that arrive while the parser is not fed are stashed (inbuf)
+ *      and parsed later, in order: pipelined requests are answered in
+ *      order, a paused body resumes where it stopped. Reading goes on
+ *      meanwhile, to notice a client that leaves (tr_req_cancelled), until
+ *      the stash holds max_header_bytes, which bounds what a client can
+ *      make us hold (one read of at most READ_SLAB_BYTES beyond that).
  *   3. A connection is freed only when both handles are closed AND no
- *      request is active, so a handler that answers after the client left
- *      still holds valid memory; its answer is discarded.
- *   4. No recursion: an answer written synchronously inside dispatch does
- *      not parse the next request from inside the handler's stack frame;
- *      conn_run()'s loop does (in_process flag).
+ *      request is active AND it is not queued for or inside a pump, so a
+ *      handler that answers after the client left still holds valid
+ *      memory; its answer is discarded.
+ *   4. No recursion into the parser: conn_run() does not nest (in_process),
+ *      so an answer written synchronously inside dispatch or a body
+ *      callback does not parse the next request from inside the handler's
+ *      stack frame; the outer conn_run()'s loop does.
+ *   5. Handler callbacks for bodies run only from loop callbacks (read,
+ *      timer, pump, handle close), never from inside a tr_*() call the
+ *      handler made: tr_req_body_start()/resume() queue the connection on
+ *      the worker's pump (a uv_idle handle) instead.
  *
  * TIMERS (one uv_timer per connection, in one of these modes):
  *   HEADER  from accept (first request) or from the first byte of a later
  *           request until the headers are complete; 408 when bytes were
  *           received, else a silent close;
- *   BODY    idle_timeout_ms without a byte while reading a body -> 408;
+ *   BODY    idle_timeout_ms without a byte while reading a body: 408 for a
+ *           buffered body, -ETIMEDOUT to a streaming handler (not while it
+ *           is paused), a close while discarding;
  *   IDLE    idle_timeout_ms between keep-alive requests -> silent close;
  *   WRITE   idle_timeout_ms for a response the peer does not read -> close;
  *   LINGER  see LINGERING above.
  *   A timeout of 0 in the config disables that timer (not the drain one).
+ *
+ * STREAMED ANSWERS. tr_respond_start() only builds the head (in conn->out);
+ * it goes out with the first write or the end, in one writev. Each write is
+ * one uv_write of [head][chunk-size line][data][CRLF] whose request record
+ * (out_write_t) is freed in its callback; the handler's bytes are referenced,
+ * not copied, and its callback is the write's, so "written" means handed to
+ * the kernel. libuv calls write callbacks in order, and with UV_ECANCELED
+ * when the socket is closed, always before the handle's close callback.
+ *
+ * UPGRADE. The client socket is dup()ed and the server's handle closed as
+ * for any other connection, so the server's bookkeeping does not change;
+ * libuv removes the fd from epoll before closing it, so the duplicate is
+ * not haunted by the old registration.
  *
  * SHUTDOWN. tr_server_stop() wakes each worker with its uv_async: the
  * listener and idle connections close at once, connections with a request
@@ -61,6 +109,8 @@
 #include "kit/trace.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -76,6 +126,11 @@
 #define RESPONSE_MAX_BYTES (256u * 1024 * 1024)
 #define KEEP_BUFFER_BYTES  (64 * 1024)
 #define LISTEN_BACKLOG     4096
+/* An early-answered body with more than this still announced is not worth
+ * reading to keep the connection (server.h, EARLY ANSWERS). */
+#define DISCARD_MAX_BYTES (64 * 1024)
+/* One tr_respond_write() at most; uv_buf_t lengths are 32-bit. */
+#define WRITE_MAX_BYTES (1024u * 1024 * 1024)
 
 typedef struct worker worker_t;
 
@@ -83,9 +138,12 @@ typedef enum conn_state {
     CONN_READING,
     CONN_HANDLING,
     CONN_WRITING,
+    CONN_DISCARDING,
     CONN_LINGERING,
     CONN_CLOSED
 } conn_state_t;
+
+typedef enum body_state { RB_NONE, RB_HELD, RB_STREAM, RB_DISCARD, RB_FAILED } body_state_t;
 
 typedef enum timer_mode {
     TIMER_OFF,
@@ -96,6 +154,37 @@ typedef enum timer_mode {
     TIMER_LINGER
 } timer_mode_t;
 
+/* How a response head announces its body. */
+typedef enum framing { FRAME_NONE, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE } framing_t;
+
+/* The handler's side of a streamed request body (tr_req_body_start). */
+typedef struct body_reader {
+    tr_body_data_cb on_data;
+    tr_body_end_cb on_end;
+    void *arg;
+    int end_status;        /* for end_pending */
+    bool started;          /* tr_req_body_start() was called */
+    bool paused;           /* tr_req_body_pause() in effect */
+    bool ended;            /* on_end was called */
+    bool end_pending;      /* on_end is due from the pump or the close callback */
+    bool buffered_pending; /* req->body is still to be given to on_data */
+} body_reader_t;
+
+/* A streamed answer (tr_respond_start .. end). */
+typedef struct res_stream {
+    int status;
+    int64_t length;    /* announced Content-Length, -1 for chunked / close-delimited */
+    uint64_t written;  /* body bytes accepted */
+    size_t sent;       /* bytes queued on the wire, head and framing included */
+    size_t copied;     /* bytes of copied writes not yet written */
+    unsigned pending;  /* writes whose callback has not run */
+    bool chunked;      /* body bytes are framed as chunks */
+    bool nobody;       /* HEAD, 204, 304: body bytes are dropped */
+    bool head_pending; /* the head in conn->out is not queued yet */
+    bool ended;        /* tr_respond_end() or tr_respond_abort() was called */
+    bool in_callback;  /* a write callback is running: release later */
+} res_stream_t;
+
 struct tr__conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -104,25 +193,52 @@ struct tr__conn {
     uv_shutdown_t shutdown_req;
     worker_t *w;
     tr__conn_t *prev, *next; /* the worker's list of connections not yet freed */
+    tr__conn_t *pump_next;   /* the worker's pump queue */
     conn_state_t state;
     timer_mode_t timer_mode;
+    body_state_t body;
+    int body_error; /* why the body failed (RB_FAILED), for a reader yet to start */
     int closes_pending;
     bool counted;     /* counts toward max_connections */
     bool reading;     /* uv_read_start is in effect */
     bool close_after; /* the answer being prepared is the last one */
     bool peer_eof;
     bool in_process;
+    bool req_prepared;     /* the request was made at headers time (on_headers) */
+    bool continue_sent;    /* "100 Continue" went out for this request */
+    bool continue_writing; /* ... and is still being written */
+    bool pump_queued;
+    bool pumping;
+    bool cancel_due; /* cancel_cb is to run from the socket's close callback */
+    tr_req_cancel_cb cancel_cb;
+    void *cancel_arg;
     uint64_t start_ns;
+    uint64_t req_seq; /* bumped for every request the connection carries */
     tr_http_parser_t parser;
-    tr_buf_t inbuf; /* pipelined bytes from inpos on wait for the active request */
+    tr_buf_t inbuf; /* bytes from inpos on wait to be parsed */
     size_t inpos;
+    const char *run_rest; /* input conn_run() has not consumed yet, while it runs */
+    size_t run_rest_len;
     tr_buf_t out;
     tr_match_result_t match_result;
     tr_match_t match;
+    body_reader_t rd;
+    res_stream_t rs;
     char client_ip[64];
     tr_req_t req;
     tr_req_impl_t impl;
 };
+
+/* One queued write of a streamed answer; freed in its callback. */
+typedef struct out_write {
+    uv_write_t uv;
+    tr__conn_t *c;
+    tr_write_cb cb;
+    void *arg;
+    size_t copied; /* bytes in data[] */
+    char frame[24];
+    char data[]; /* the copy when the caller gave no callback */
+} out_write_t;
 
 struct worker {
     tr_worker_t pub;
@@ -132,6 +248,8 @@ struct worker {
     uv_async_t async;
     uv_timer_t drain_timer;
     uv_check_t log_flush; /* flushes this thread's batched log lines */
+    uv_idle_t pump;       /* runs queued connections' body work (invariant 5) */
+    tr__conn_t *pump_head, *pump_tail;
     uv_thread_t thread;
     bool thread_started;
     int fd;       /* the bound socket until uv_tcp_open takes it */
@@ -165,6 +283,9 @@ static void after_response(tr__conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_timer(uv_timer_t *t);
 static void check_finish(worker_t *w);
+static void server_error(tr__conn_t *c, int status);
+static void deliver_end(tr__conn_t *c, int status);
+static void conn_pump(tr__conn_t *c);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -237,6 +358,42 @@ static void in_flight_add(worker_t *w, int delta)
     atomic_store_explicit(&w->in_flight, v + (size_t)(ptrdiff_t)delta, memory_order_relaxed);
 }
 
+/* Whether the parser is to be fed now (see REQUEST BODY above). */
+static bool conn_wants_input(const tr__conn_t *c)
+{
+    switch (c->state) {
+    case CONN_READING:
+        return true;
+    case CONN_HANDLING:
+        return c->body == RB_STREAM && !c->rd.paused;
+    case CONN_WRITING:
+    case CONN_DISCARDING:
+        return c->body == RB_DISCARD;
+    default:
+        return false;
+    }
+}
+
+/* The active request's answer is complete (or the request was released). */
+static bool req_answered(const tr__conn_t *c)
+{
+    return !c->impl.active || c->rs.ended;
+}
+
+/* Picks the timer while a request is with its handler or its streamed
+ * answer is being written: a write the peer does not take, else a body that
+ * does not come. */
+static void stream_timer(tr__conn_t *c)
+{
+    uint64_t idle = cfg_of(c)->idle_timeout_ms;
+    if (c->rs.pending > 0)
+        timer_set(c, TIMER_WRITE, idle);
+    else if (conn_wants_input(c))
+        timer_set(c, TIMER_BODY, idle);
+    else
+        timer_stop(c);
+}
+
 /* ---- connection lifetime ------------------------------------------------ */
 
 static tr__conn_t *conn_new(worker_t *w)
@@ -277,23 +434,62 @@ static void conn_free(tr__conn_t *c)
 
 static void maybe_free(tr__conn_t *c)
 {
-    if (c->state != CONN_CLOSED || c->closes_pending > 0 || c->impl.active) return;
+    if (c->state != CONN_CLOSED || c->closes_pending > 0 || c->impl.active || c->pump_queued ||
+        c->pumping)
+        return;
     worker_t *w = c->w;
     conn_free(c);
     check_finish(w);
 }
 
+/* Tells the handler its client left (tr_req_on_cancel), once. */
+static void notify_cancel(tr__conn_t *c)
+{
+    tr_req_cancel_cb cb = c->cancel_cb;
+    c->cancel_due = false;
+    c->cancel_cb = NULL;
+    if (cb && !req_answered(c)) cb(&c->req, c->cancel_arg);
+}
+
 static void on_conn_handle_closed(uv_handle_t *h)
 {
     tr__conn_t *c = h->data;
+    /* Pending writes were called back before this (libuv cancels them
+     * first); now a streaming handler learns that its body is over, then
+     * that its client left. */
+    if (h == (uv_handle_t *)&c->tcp) {
+        if (c->rd.end_pending && c->rd.end_status != 0 && !c->rd.buffered_pending && !c->rd.ended &&
+            !req_answered(c))
+            deliver_end(c, c->rd.end_status);
+        if (c->cancel_due) notify_cancel(c);
+    }
     c->closes_pending--;
     maybe_free(c);
 }
 
+static void release_req(tr__conn_t *c);
+
 static void conn_close(tr__conn_t *c)
 {
     if (c->state == CONN_CLOSED) return;
-    if (c->impl.active) c->impl.cancelled = true;
+    if (c->impl.active) {
+        c->impl.cancelled = true;
+        if (c->state == CONN_READING && !c->impl.dispatched) {
+            /* Claimed by on_headers, its body still being buffered: the
+             * handler never had it. */
+            release_req(c);
+        } else {
+            if (c->body == RB_HELD || c->body == RB_STREAM) {
+                c->body = RB_FAILED;
+                c->body_error = -ECONNRESET;
+                if (c->rd.started && !c->rd.ended) {
+                    c->rd.end_pending = true;
+                    c->rd.end_status = -ECONNRESET;
+                }
+            }
+            c->cancel_due = !req_answered(c);
+        }
+    }
     if (c->counted) {
         c->w->nconns--;
         c->counted = false;
@@ -331,6 +527,41 @@ static void begin_linger(tr__conn_t *c)
     timer_set(c, TIMER_LINGER, idle && idle < LINGER_MS ? idle : LINGER_MS);
 }
 
+/* ---- the pump (invariant 5) ------------------------------------------- */
+
+static void on_pump(uv_idle_t *h)
+{
+    worker_t *w = h->data;
+    tr__conn_t *list = w->pump_head;
+    w->pump_head = w->pump_tail = NULL;
+    uv_idle_stop(h);
+    while (list) {
+        tr__conn_t *c = list;
+        list = c->pump_next;
+        c->pump_next = NULL;
+        c->pump_queued = false;
+        c->pumping = true;
+        conn_pump(c);
+        c->pumping = false;
+        maybe_free(c);
+    }
+}
+
+static void pump_soon(tr__conn_t *c)
+{
+    worker_t *w = c->w;
+    if (c->pump_queued || w->finished) return;
+    c->pump_queued = true;
+    c->pump_next = NULL;
+    if (w->pump_tail) {
+        w->pump_tail->pump_next = c;
+    } else {
+        w->pump_head = c;
+        uv_idle_start(&w->pump, on_pump);
+    }
+    w->pump_tail = c;
+}
+
 /* ---- answers ------------------------------------------------------------ */
 
 static void put(tr_buf_t *b, const char *s, size_t n)
@@ -358,41 +589,59 @@ static void put_uint(tr_buf_t *b, uint64_t v)
     put(b, digits + n, sizeof(digits) - n);
 }
 
-static void build_response(tr__conn_t *c, const tr_req_t *req, int status, const char *content_type,
-                           const void *body, size_t len)
+/* Writes the status line and headers into conn->out (emptied first). */
+static void build_head(tr__conn_t *c, const tr_req_t *req, int status, const char *content_type,
+                       framing_t framing, uint64_t len)
 {
     tr_buf_t *o = &c->out;
-    bool bodiless = status < 200 || status == 204 || status == 304;
-    bool head = strcmp(req->method, "HEAD") == 0;
+    unsigned omit = c->impl.omit;
 
     tr_buf_reset(o);
     PUT_LIT(o, "HTTP/1.1 ");
     put_uint(o, (uint64_t)status);
     put(o, " ", 1);
     put_str(o, tr_http_reason(status));
-    PUT_LIT(o, "\r\nDate: ");
-    put_str(o, http_date(c->w));
     PUT_LIT(o, "\r\n");
-    if (!bodiless) {
-        if (len > 0) {
-            PUT_LIT(o, "Content-Type: ");
-            put_str(o, content_type ? content_type : "application/octet-stream");
-            PUT_LIT(o, "\r\n");
-        }
+    if (!(omit & TR_RES_OMIT_DATE)) {
+        PUT_LIT(o, "Date: ");
+        put_str(o, http_date(c->w));
+        PUT_LIT(o, "\r\n");
+    }
+    if (content_type) {
+        PUT_LIT(o, "Content-Type: ");
+        put_str(o, content_type);
+        PUT_LIT(o, "\r\n");
+    }
+    if (framing == FRAME_LENGTH) {
         PUT_LIT(o, "Content-Length: ");
         put_uint(o, len);
         PUT_LIT(o, "\r\n");
+    } else if (framing == FRAME_CHUNKED) {
+        PUT_LIT(o, "Transfer-Encoding: chunked\r\n");
     }
-    PUT_LIT(o, "X-Request-Id: ");
-    put_str(o, req->request_id);
-    PUT_LIT(o, "\r\n");
+    if (!(omit & TR_RES_OMIT_REQUEST_ID)) {
+        PUT_LIT(o, "X-Request-Id: ");
+        put_str(o, req->request_id);
+        PUT_LIT(o, "\r\n");
+    }
     if (c->close_after)
         PUT_LIT(o, "Connection: close\r\n");
     else if (req->http_minor == 0)
         PUT_LIT(o, "Connection: keep-alive\r\n");
     put(o, c->impl.res_headers.data ? c->impl.res_headers.data : "", c->impl.res_headers.len);
     PUT_LIT(o, "\r\n");
-    if (!bodiless && !head && len > 0) put(o, body, len);
+}
+
+static void build_response(tr__conn_t *c, const tr_req_t *req, int status, const char *content_type,
+                           const void *body, size_t len)
+{
+    bool bodiless = status < 200 || status == 204 || status == 304;
+    bool head = strcmp(req->method, "HEAD") == 0;
+    const char *type = NULL;
+
+    if (!bodiless && len > 0) type = content_type ? content_type : "application/octet-stream";
+    build_head(c, req, status, type, bodiless ? FRAME_NONE : FRAME_LENGTH, len);
+    if (!bodiless && !head && len > 0) put(&c->out, body, len);
 }
 
 static void on_write(uv_write_t *req, int status)
@@ -432,6 +681,35 @@ static void release_req(tr__conn_t *c)
     if (impl->dispatched) in_flight_add(c->w, -1);
     impl->dispatched = false;
     impl->active = false;
+    c->req_prepared = false;
+}
+
+static void report_complete(tr__conn_t *c, int status, size_t sent)
+{
+    const tr_server_config_t *cfg = cfg_of(c);
+    if (cfg->on_complete)
+        cfg->on_complete(&c->req, status, sent, (double)(uv_hrtime() - c->impl.start_ns) / 1e9);
+}
+
+/* The active request is answered before its body was read completely
+ * (server.h, EARLY ANSWERS): from now on the rest is dropped, and the
+ * connection survives only when reading it is cheap. */
+static void plan_unread_body(tr__conn_t *c)
+{
+    tr_http_parser_t *p = &c->parser;
+    if (tr__http_parser_complete(p)) {
+        c->body = RB_NONE;
+        return;
+    }
+    if (p->failed || c->body == RB_FAILED || !p->headers_done) {
+        c->close_after = true;
+        return;
+    }
+    bool unanswered_continue = p->expect_continue && !c->continue_sent;
+    uint64_t left = p->has_content_length ? p->content_length - p->body_seen : 0;
+    if (unanswered_continue || left > DISCARD_MAX_BYTES) c->close_after = true;
+    c->body = RB_DISCARD;
+    p->body_mode = TR_HTTP_BODY_DISCARD;
 }
 
 void tr__respond(tr_req_t *req, int status, const char *content_type, const void *body, size_t len)
@@ -439,13 +717,17 @@ void tr__respond(tr_req_t *req, int status, const char *content_type, const void
     tr_req_impl_t *impl = req->impl;
     tr__conn_t *c = impl->conn;
     worker_t *w = c->w;
-    const tr_server_config_t *cfg = &w->srv->cfg;
     size_t sent = 0;
     int wrote = 0;
     bool deliver = c->state == CONN_HANDLING;
 
-    if (!impl->active) {
+    if (!impl->active || c->rs.ended) {
         tr_log_error("tr_respond called twice for one request (status %d)", status);
+        return;
+    }
+    if (impl->res_started) {
+        tr_log_error("whole answer (status %d) after tr_respond_start: aborted", status);
+        tr_respond_abort(req);
         return;
     }
     if (status < 100 || status > 599 || len > RESPONSE_MAX_BYTES) {
@@ -454,13 +736,13 @@ void tr__respond(tr_req_t *req, int status, const char *content_type, const void
         len = 0;
     }
     if (deliver) {
+        if (!tr__http_parser_complete(&c->parser)) plan_unread_body(c);
         c->close_after = c->close_after || !c->parser.keep_alive || w->stopping || c->peer_eof;
         build_response(c, req, status, content_type, body, len);
         sent = c->out.len;
         wrote = write_out(c);
     }
-    if (cfg->on_complete)
-        cfg->on_complete(req, status, sent, (double)(uv_hrtime() - impl->start_ns) / 1e9);
+    report_complete(c, status, sent);
     release_req(c);
     if (!deliver)
         maybe_free(c);
@@ -468,6 +750,16 @@ void tr__respond(tr_req_t *req, int status, const char *content_type, const void
         after_response(c);
     else if (wrote < 0)
         conn_close(c);
+}
+
+static void next_request(tr__conn_t *c)
+{
+    c->state = CONN_READING;
+    c->body = RB_NONE;
+    c->continue_sent = false;
+    tr__http_parser_next(&c->parser);
+    timer_set(c, TIMER_IDLE, cfg_of(c)->idle_timeout_ms);
+    process_inbuf(c);
 }
 
 /* The answer has been written completely. */
@@ -478,17 +770,265 @@ static void after_response(tr__conn_t *c)
         begin_linger(c);
         return;
     }
-    c->state = CONN_READING;
-    tr__http_parser_next(&c->parser);
-    timer_set(c, TIMER_IDLE, cfg_of(c)->idle_timeout_ms);
-    process_inbuf(c);
+    if (c->body == RB_DISCARD) {
+        c->state = CONN_DISCARDING;
+        timer_set(c, TIMER_BODY, cfg_of(c)->idle_timeout_ms);
+        process_inbuf(c);
+        return;
+    }
+    next_request(c);
+}
+
+/* ---- streamed answers --------------------------------------------------- */
+
+/* The streamed answer ended and every write called back (invariant 1). */
+static void stream_finished(tr__conn_t *c)
+{
+    if (!c->impl.active || !c->rs.ended) return;
+    release_req(c);
+    if (c->state == CONN_CLOSED)
+        maybe_free(c);
+    else
+        after_response(c);
+}
+
+static void on_stream_written(uv_write_t *uw, int status)
+{
+    out_write_t *ow = uw->data;
+    tr__conn_t *c = ow->c;
+    res_stream_t *rs = &c->rs;
+
+    rs->pending--;
+    rs->copied -= ow->copied;
+    if (status < 0 && c->state != CONN_CLOSED) conn_close(c);
+    if (ow->cb) {
+        rs->in_callback = true;
+        ow->cb(&c->req, status < 0 ? -ECONNRESET : 0, ow->arg);
+        rs->in_callback = false;
+    }
+    free(ow);
+    if (rs->pending == 0 && rs->ended)
+        stream_finished(c);
+    else if (c->state == CONN_HANDLING || c->state == CONN_WRITING)
+        stream_timer(c);
+}
+
+/* Queues one write; the head goes first when it has not been sent. */
+static int queue_write(tr__conn_t *c, out_write_t *ow, uv_buf_t *bufs, unsigned n)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    ow->uv.data = ow;
+    int rc = uv_write(&ow->uv, (uv_stream_t *)&c->tcp, bufs, n, on_stream_written);
+    if (rc != 0) return rc;
+    c->rs.head_pending = false;
+    c->rs.copied += ow->copied;
+    c->rs.sent += total;
+    /* The write timer measures the peer's progress: it restarts when a
+     * write completes, not each time one is queued. */
+    if (c->rs.pending++ == 0) stream_timer(c);
+    return 0;
+}
+
+static out_write_t *out_write_new(tr__conn_t *c, size_t copy_len, tr_write_cb cb, void *arg)
+{
+    out_write_t *ow = tr_xmalloc(sizeof(*ow) + copy_len);
+    ow->c = c;
+    ow->cb = cb;
+    ow->arg = arg;
+    ow->copied = copy_len;
+    return ow;
+}
+
+int tr_respond_start(tr_req_t *req, int status, const char *content_type, int64_t content_length)
+{
+    tr_req_impl_t *impl = req->impl;
+    tr__conn_t *c = impl->conn;
+    res_stream_t *rs = &c->rs;
+    framing_t framing;
+    bool bodiless = status == 204 || status == 304;
+
+    if (!impl->active || impl->res_started || rs->ended || status < 200 || status > 599 ||
+        content_length < -1 || (content_type && content_type[strcspn(content_type, "\r\n")]))
+        return -EINVAL;
+    impl->res_started = true;
+    rs->status = status;
+    rs->length = content_length;
+    rs->nobody = bodiless || strcmp(req->method, "HEAD") == 0;
+    if (c->state != CONN_HANDLING) return 0; /* the client is gone */
+
+    c->close_after = c->close_after || !c->parser.keep_alive || c->w->stopping || c->peer_eof;
+    if (bodiless) {
+        framing = FRAME_NONE;
+    } else if (content_length >= 0) {
+        framing = FRAME_LENGTH;
+    } else if (req->http_minor >= 1) {
+        framing = FRAME_CHUNKED;
+        rs->chunked = !rs->nobody;
+    } else {
+        framing = FRAME_CLOSE;
+        c->close_after = true;
+    }
+    build_head(c, req, status, bodiless ? NULL : content_type, framing,
+               content_length < 0 ? 0 : (uint64_t)content_length);
+    rs->head_pending = true;
+    return 0;
+}
+
+int tr_respond_write(tr_req_t *req, const void *data, size_t len, tr_write_cb cb, void *arg)
+{
+    tr_req_impl_t *impl = req->impl;
+    tr__conn_t *c = impl->conn;
+    res_stream_t *rs = &c->rs;
+    uv_buf_t bufs[4];
+    unsigned n = 0;
+
+    if (!impl->active || !impl->res_started || rs->ended || len > WRITE_MAX_BYTES) return -EINVAL;
+    bool send_body = !rs->nobody && len > 0;
+    if (send_body && rs->length >= 0 && len > (uint64_t)rs->length - rs->written) return -EINVAL;
+    if (c->state != CONN_HANDLING) return -ECONNRESET;
+    bool copy = send_body && !cb;
+    if (copy && len > RESPONSE_MAX_BYTES - rs->copied) return TR_ETOOBIG;
+
+    out_write_t *ow = out_write_new(c, copy ? len : 0, cb, arg);
+    if (rs->head_pending) bufs[n++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    if (send_body) {
+        const char *src = data;
+        if (copy) {
+            memcpy(ow->data, data, len);
+            src = ow->data;
+        }
+        if (rs->chunked) {
+            int k = snprintf(ow->frame, sizeof(ow->frame), "%zx\r\n", len);
+            bufs[n++] = uv_buf_init(ow->frame, (unsigned)k);
+        }
+        bufs[n++] = uv_buf_init((char *)src, (unsigned)len);
+        if (rs->chunked) bufs[n++] = uv_buf_init((char *)"\r\n", 2);
+    }
+    /* Nothing to send still goes through libuv, so the callback keeps its
+     * place in the order. */
+    if (n == 0) bufs[n++] = uv_buf_init(ow->frame, 0);
+    if (queue_write(c, ow, bufs, n) != 0) {
+        free(ow);
+        return -ECONNRESET;
+    }
+    if (send_body) rs->written += len;
+    return 0;
+}
+
+void tr_respond_abort(tr_req_t *req)
+{
+    tr_req_impl_t *impl = req->impl;
+    tr__conn_t *c = impl->conn;
+    res_stream_t *rs = &c->rs;
+
+    if (!impl->active || rs->ended) {
+        tr_log_error("tr_respond_abort on a request already answered");
+        return;
+    }
+    rs->ended = true;
+    c->close_after = true;
+    if (c->state == CONN_HANDLING) {
+        if (!tr__http_parser_complete(&c->parser)) plan_unread_body(c);
+        c->state = CONN_WRITING;
+    }
+    report_complete(c, impl->res_started ? rs->status : 499, rs->sent);
+    if (rs->pending == 0 && !rs->in_callback) stream_finished(c);
+}
+
+int tr_respond_end(tr_req_t *req)
+{
+    tr_req_impl_t *impl = req->impl;
+    tr__conn_t *c = impl->conn;
+    res_stream_t *rs = &c->rs;
+
+    if (!impl->active || !impl->res_started || rs->ended) return -EINVAL;
+    if (rs->length >= 0 && !rs->nobody && rs->written < (uint64_t)rs->length) {
+        tr_log_error("streamed answer ended after %llu of %lld announced bytes: aborted",
+                     (unsigned long long)rs->written, (long long)rs->length);
+        tr_respond_abort(req);
+        return 0;
+    }
+    rs->ended = true;
+    if (c->state == CONN_HANDLING) {
+        if (!tr__http_parser_complete(&c->parser)) plan_unread_body(c);
+        if (rs->chunked || rs->head_pending) {
+            static const char last_chunk[] = "0\r\n\r\n";
+            uv_buf_t bufs[2];
+            unsigned n = 0;
+            out_write_t *ow = out_write_new(c, 0, NULL, NULL);
+            if (rs->head_pending) bufs[n++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
+            if (rs->chunked) bufs[n++] = uv_buf_init((char *)last_chunk, sizeof(last_chunk) - 1);
+            if (queue_write(c, ow, bufs, n) != 0) {
+                free(ow);
+                conn_close(c);
+            }
+        }
+        if (c->state == CONN_HANDLING) c->state = CONN_WRITING;
+    }
+    report_complete(c, rs->status, rs->sent);
+    if (rs->pending == 0 && !rs->in_callback) stream_finished(c);
+    return 0;
+}
+
+/* ---- connection hand-off ------------------------------------------------ */
+
+int tr_req_upgrade(tr_req_t *req, int status, tr_upgrade_t *out)
+{
+    tr_req_impl_t *impl = req->impl;
+    tr__conn_t *c = impl->conn;
+    const char *rest;
+    size_t rest_len;
+    uv_os_fd_t fd;
+    int rc = 0;
+
+    if (!impl->active || impl->res_started || c->rs.ended || c->body != RB_NONE ||
+        !tr__http_parser_complete(&c->parser) || c->continue_writing ||
+        (c->state != CONN_HANDLING && c->state != CONN_CLOSED)) {
+        rc = -EINVAL;
+        goto out;
+    }
+    if (c->state != CONN_HANDLING || c->peer_eof) {
+        rc = -ECONNRESET;
+        goto out;
+    }
+    if ((rc = uv_fileno((uv_handle_t *)&c->tcp, &fd)) != 0) goto out;
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    /* Inside conn_run() the bytes after the request are still in its input
+     * (the stash, if any, is that input); otherwise all are in the stash. */
+    if (c->in_process) {
+        rest = c->run_rest;
+        rest_len = c->run_rest_len;
+    } else {
+        rest = c->inbuf.data ? c->inbuf.data + c->inpos : NULL;
+        rest_len = c->inbuf.len - c->inpos;
+    }
+    out->fd = dup_fd;
+    out->pending = NULL;
+    out->pending_len = rest_len;
+    if (rest_len > 0) {
+        out->pending = tr_xmalloc(rest_len + 1);
+        memcpy(out->pending, rest, rest_len);
+        out->pending[rest_len] = '\0';
+    }
+    report_complete(c, status, 0);
+    release_req(c);
+    c->inpos = c->inbuf.len;
+    conn_close(c);
+out:
+    return rc;
 }
 
 /* ---- requests ----------------------------------------------------------- */
 
 /* Fills the connection's tr_req_t from what the parser knows (everything for
- * a complete request, less for one the server rejects early) and marks it
- * active. */
+ * a complete request, the head at headers time, less for one the server
+ * rejects early) and marks it active. */
 static tr_req_t *prepare_req(tr__conn_t *c)
 {
     tr_req_t *r = &c->req;
@@ -505,6 +1045,7 @@ static tr_req_t *prepare_req(tr__conn_t *c)
     r->body = p->body;
     r->body_len = p->body_len;
     r->client_ip = c->client_ip;
+    r->local_port = c->w->srv->port;
     r->worker = &c->w->pub;
     r->impl = &c->impl;
 
@@ -517,6 +1058,15 @@ static tr_req_t *prepare_req(tr__conn_t *c)
     if (traceparent) tr_traceparent_parse(traceparent, &r->trace);
     tr_trace_start(&r->trace);
 
+    c->req_seq++;
+    c->body = RB_NONE;
+    c->body_error = 0;
+    memset(&c->rd, 0, sizeof(c->rd));
+    memset(&c->rs, 0, sizeof(c->rs));
+    c->cancel_cb = NULL;
+    c->cancel_due = false;
+    c->impl.omit = 0;
+    c->impl.res_started = false;
     c->impl.active = true;
     c->impl.cancelled = false;
     c->impl.dispatched = false;
@@ -526,55 +1076,95 @@ static tr_req_t *prepare_req(tr__conn_t *c)
     return r;
 }
 
+/* The error code whose status is status (the first one for 409). */
+static bool err_for_status(int status, tr_err_t *out)
+{
+    for (int e = 0; e < TR_ERR__COUNT; e++) {
+        if (tr_err_status((tr_err_t)e) == status) {
+            *out = (tr_err_t)e;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Answers with the error envelope for status, on the request the hook saw
+ * when there is one, else on a fresh one. */
 static void server_error(tr__conn_t *c, int status)
 {
-    tr_err_t err;
+    tr_err_t err = TR_ERR_INTERNAL;
     const char *message;
+    tr_req_t *r;
+
+    if (status < 400 || status > 599) status = 500;
     switch (status) {
     case 404:
-        err = TR_ERR_NOT_FOUND;
         message = "no route matches this path";
         break;
     case 405:
-        err = TR_ERR_METHOD_NOT_ALLOWED;
         message = "method not allowed for this path";
         break;
     case 408:
-        err = TR_ERR_REQUEST_TIMEOUT;
         message = "request not received in time";
         break;
     case 413:
-        err = TR_ERR_PAYLOAD_TOO_LARGE;
         message = "request body too large";
         break;
     case 431:
-        err = TR_ERR_HEADERS_TOO_LARGE;
         message = "request line and headers too large";
         break;
     case 503:
-        err = TR_ERR_UNAVAILABLE;
-        message = "too many connections";
+        message = c->req_prepared ? tr_http_reason(status) : "too many connections";
         break;
     case 400:
-        err = TR_ERR_INVALID_ARGUMENT;
         message = "malformed request";
         break;
     default:
-        err = TR_ERR_INTERNAL;
-        message = "internal error";
+        message = tr_http_reason(status);
         break;
     }
-    tr_req_t *r = prepare_req(c);
+    if (c->req_prepared && c->impl.active) {
+        r = &c->req;
+        c->state = CONN_HANDLING;
+        timer_stop(c);
+    } else {
+        r = prepare_req(c);
+    }
     if (status == 405 && c->match_result == TR_MATCH_METHOD_NOT_ALLOWED)
         tr_res_header(r, "Allow", c->match.allow);
-    tr_respond_error(r, err, message, NULL);
+    if (err_for_status(status, &err)) {
+        tr_respond_error(r, err, message, NULL);
+        return;
+    }
+    /* A status without a code of its own keeps its number; the envelope
+     * says what class of error it is. */
+    err = status >= 500 ? TR_ERR_INTERNAL : TR_ERR_INVALID_ARGUMENT;
+    tr_respond_json(r, status, tr_error_envelope(err, message, r->request_id, NULL));
 }
 
+/* Hands a request made at headers time (on_headers) to dispatch. */
+static void dispatch_prepared(tr__conn_t *c)
+{
+    c->state = CONN_HANDLING;
+    timer_stop(c);
+    c->impl.dispatched = true;
+    in_flight_add(c->w, 1);
+    cfg_of(c)->dispatch(&c->req);
+}
+
+/* A request whose body is complete: routed, or buffered for the hook. */
 static void dispatch_request(tr__conn_t *c)
 {
     const tr_server_config_t *cfg = cfg_of(c);
-    tr_req_t *r = prepare_req(c);
+    tr_req_t *r;
 
+    if (c->req_prepared) {
+        c->req.body = c->parser.body;
+        c->req.body_len = c->parser.body_len;
+        dispatch_prepared(c);
+        return;
+    }
+    r = prepare_req(c);
     if (c->match_result != TR_MATCH_OK) {
         server_error(c, c->match_result == TR_MATCH_METHOD_NOT_ALLOWED ? 405 : 404);
         return;
@@ -600,30 +1190,38 @@ static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 static void on_continue_written(uv_write_t *req, int status)
 {
-    (void)req;
+    tr__conn_t *c = req->data;
     (void)status; /* a failed write shows up on the read side */
+    c->continue_writing = false;
 }
 
 static void send_continue(tr__conn_t *c)
 {
     uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+    c->continue_sent = true;
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n >= 0 && (size_t)n == b.len) return;
     if (n < 0 && n != UV_EAGAIN) return;
     if (n < 0) n = 0;
     b = uv_buf_init((char *)continue_line + n, (unsigned)(sizeof(continue_line) - 1 - (size_t)n));
-    uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written);
+    c->continue_req.data = c;
+    if (uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
+        c->continue_writing = true;
 }
 
 /* Headers complete: route now, so the body limit is the route's and a
  * client waiting on "Expect: 100-continue" learns the verdict before it
- * sends the body. */
+ * sends the body. What the router does not know goes to the on_headers hook,
+ * outside the parser (TR_HTTP_HEAD_DEFER, then on_headers_ready). */
 static int on_head(tr_http_parser_t *p, void *ctx, size_t *max_body)
 {
     tr__conn_t *c = ctx;
     const tr_server_config_t *cfg = cfg_of(c);
 
-    c->match_result = tr_router_match(cfg->router, p->method, p->path, p->path_len, &c->match);
+    c->match_result = cfg->router
+                          ? tr_router_match(cfg->router, p->method, p->path, p->path_len, &c->match)
+                          : TR_MATCH_NOT_FOUND;
+    if (c->match_result != TR_MATCH_OK && cfg->on_headers) return TR_HTTP_HEAD_DEFER;
     *max_body = cfg->max_body_bytes;
     if (c->match_result == TR_MATCH_OK && c->match.route->max_body)
         *max_body = c->match.route->max_body;
@@ -635,34 +1233,264 @@ static int on_head(tr_http_parser_t *p, void *ctx, size_t *max_body)
     return 0;
 }
 
-/* Parses data while the connection is READING; returns the bytes used. */
+/* The headers of a request for the on_headers hook are complete and the
+ * parser stopped after them (server.h, HEADER-TIME HOOK). */
+static void on_headers_ready(tr__conn_t *c)
+{
+    const tr_server_config_t *cfg = cfg_of(c);
+    tr_http_parser_t *p = &c->parser;
+    tr_body_mode_t mode = TR_BODY_BUFFER;
+    size_t max_body = cfg->max_body_bytes;
+
+    tr_req_t *r = prepare_req(c);
+    uint64_t seq = c->req_seq;
+    c->req_prepared = true;
+    /* A request without a body is complete now, whatever the hook says. */
+    if (!p->chunked && p->content_length == 0)
+        (void)tr__http_parser_set_body(p, TR_HTTP_BODY_BUFFER, max_body);
+    int status = cfg->on_headers(r, &mode, &max_body);
+    if (c->req_seq != seq || req_answered(c)) return; /* the hook answered */
+    if (c->impl.res_started) {
+        tr_log_error("on_headers started a streamed answer: aborted");
+        tr_respond_abort(r);
+        return;
+    }
+    if (status != 0) {
+        server_error(c, status);
+        return;
+    }
+    if (!tr__http_parser_complete(p) &&
+        tr__http_parser_set_body(
+            p, mode == TR_BODY_STREAM ? TR_HTTP_BODY_STREAM : TR_HTTP_BODY_BUFFER, max_body) != 0) {
+        c->close_after = true;
+        server_error(c, 413);
+        return;
+    }
+    if (tr__http_parser_complete(p)) {
+        r->body = p->body;
+        r->body_len = p->body_len;
+        dispatch_prepared(c);
+        return;
+    }
+    if (mode == TR_BODY_STREAM) {
+        c->body = RB_HELD;
+        dispatch_prepared(c);
+        return;
+    }
+    /* Buffered: read the body as for a routed request, then dispatch. */
+    if (p->expect_continue && p->http_minor >= 1) send_continue(c);
+    c->state = CONN_READING;
+    timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+}
+
+/* ---- streamed request bodies -------------------------------------------- */
+
+static void deliver_end(tr__conn_t *c, int status)
+{
+    c->rd.ended = true;
+    c->rd.end_pending = false;
+    c->rd.on_end(&c->req, status, c->rd.arg);
+}
+
+/* The parser's STREAM sink; runs inside llhttp_execute (invariant 4 keeps
+ * an answer given here from parsing further). */
+static int on_body_data(void *ctx, const char *data, size_t len)
+{
+    tr__conn_t *c = ctx;
+    uint64_t seq = c->req_seq;
+    if (c->rd.on_data) c->rd.on_data(&c->req, data, len, c->rd.arg);
+    /* Stop the feed when the handler paused or answered, so conn_run()
+     * looks at the new state before the next byte is parsed. */
+    return c->req_seq != seq || c->state != CONN_HANDLING || c->body != RB_STREAM || c->rd.paused;
+}
+
+/* The message ended while its body was streamed or discarded. */
+static void body_complete(tr__conn_t *c)
+{
+    body_state_t was = c->body;
+    c->body = RB_NONE;
+    if (was == RB_STREAM) {
+        stream_timer(c);
+        if (c->rd.started && !c->rd.ended) deliver_end(c, 0);
+    } else if (c->state == CONN_DISCARDING) {
+        if (c->w->stopping)
+            begin_linger(c);
+        else
+            next_request(c);
+    }
+    /* WRITING: after_response() goes on once the answer is out. */
+}
+
+/* The body will never be complete; err as for tr_body_end_cb. */
+static void body_failed(tr__conn_t *c, int err)
+{
+    body_state_t was = c->body;
+    c->body = RB_FAILED;
+    c->body_error = err;
+    c->close_after = true;
+    if (c->state == CONN_DISCARDING) {
+        begin_linger(c);
+        return;
+    }
+    if (c->state != CONN_HANDLING || (was != RB_STREAM && was != RB_HELD)) return;
+    stream_timer(c);
+    if (c->rd.started && !c->rd.ended) deliver_end(c, err);
+}
+
+/* The client half-closed: once all it sent is parsed, a body still
+ * incomplete never will be. */
+static void check_body_eof(tr__conn_t *c)
+{
+    if (!c->peer_eof || c->state != CONN_HANDLING) return;
+    if (c->body != RB_STREAM && c->body != RB_HELD) return;
+    if (c->inpos < c->inbuf.len || c->parser.paused) return;
+    body_failed(c, -ECONNRESET);
+}
+
+/* Body work queued by tr_req_body_start()/resume(), run from the pump. */
+static void conn_pump(tr__conn_t *c)
+{
+    body_reader_t *rd = &c->rd;
+    uint64_t seq = c->req_seq;
+
+    if (!req_answered(c) && rd->started && !rd->ended && rd->buffered_pending && !rd->paused) {
+        rd->buffered_pending = false;
+        if (rd->on_data) rd->on_data(&c->req, c->req.body, c->req.body_len, rd->arg);
+    }
+    if (c->req_seq == seq && !req_answered(c) && rd->started && !rd->ended && rd->end_pending &&
+        !rd->buffered_pending && (!rd->paused || rd->end_status != 0))
+        deliver_end(c, rd->end_status);
+    if (c->state == CONN_CLOSED) return;
+    process_inbuf(c);
+    if (c->state == CONN_HANDLING) stream_timer(c);
+}
+
+int tr_req_body_start(tr_req_t *req, tr_body_data_cb on_data, tr_body_end_cb on_end, void *arg)
+{
+    tr__conn_t *c = req->impl->conn;
+    tr_http_parser_t *p = &c->parser;
+    body_reader_t *rd = &c->rd;
+
+    if (req_answered(c) || !req->impl->dispatched || rd->started || !on_end ||
+        (c->state != CONN_HANDLING && c->state != CONN_CLOSED))
+        return -EINVAL;
+    rd->started = true;
+    rd->on_data = on_data;
+    rd->on_end = on_end;
+    rd->arg = arg;
+    switch (c->body) {
+    case RB_NONE:
+        rd->buffered_pending = req->body_len > 0;
+        rd->end_pending = true;
+        rd->end_status = 0;
+        break;
+    case RB_HELD:
+        c->body = RB_STREAM;
+        /* A started answer whose head is not out yet may still follow it. */
+        if (p->expect_continue && !c->continue_sent && p->http_minor >= 1 && c->rs.sent == 0 &&
+            c->state == CONN_HANDLING)
+            send_continue(c);
+        break;
+    case RB_FAILED:
+        rd->end_pending = true;
+        rd->end_status = c->body_error;
+        break;
+    default:
+        break;
+    }
+    pump_soon(c);
+    return 0;
+}
+
+void tr_req_body_pause(tr_req_t *req)
+{
+    tr__conn_t *c = req->impl->conn;
+    if (req_answered(c)) return;
+    c->rd.paused = true;
+    if (c->state == CONN_HANDLING) stream_timer(c);
+}
+
+void tr_req_body_resume(tr_req_t *req)
+{
+    tr__conn_t *c = req->impl->conn;
+    if (req_answered(c) || !c->rd.paused) return;
+    c->rd.paused = false;
+    pump_soon(c);
+}
+
+void tr_req_on_cancel(tr_req_t *req, tr_req_cancel_cb cb, void *arg)
+{
+    tr__conn_t *c = req->impl->conn;
+    if (req_answered(c)) return;
+    c->cancel_cb = cb;
+    c->cancel_arg = arg;
+}
+
+size_t tr__req_held_bytes(const tr_req_t *req)
+{
+    const tr__conn_t *c = req->impl->conn;
+    return c->inbuf.len - c->inpos;
+}
+
+int64_t tr_req_body_length(const tr_req_t *req)
+{
+    const tr_http_parser_t *p = &req->impl->conn->parser;
+    if (p->chunked) return -1;
+    return p->has_content_length ? (int64_t)p->content_length : 0;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* Parses data while conn_wants_input(); returns the bytes used. */
 static size_t conn_run(tr__conn_t *c, const char *data, size_t len)
 {
     const tr_server_config_t *cfg = cfg_of(c);
     size_t off = 0;
 
     c->in_process = true;
-    while (c->state == CONN_READING && off < len) {
+    while (conn_wants_input(c) && (off < len || c->parser.paused)) {
         size_t used = 0;
         bool was_started = c->parser.started;
         tr_http_parse_result_t r = tr__http_parser_feed(&c->parser, data + off, len - off, &used);
         off += used;
+        c->run_rest = data + off;
+        c->run_rest_len = len - off;
         if (!was_started && c->parser.started) {
             c->start_ns = uv_hrtime();
             if (c->timer_mode == TIMER_IDLE) timer_set(c, TIMER_HEADER, cfg->header_timeout_ms);
         }
-        if (r == TR_HTTP_NEED_MORE) {
-            if (c->parser.headers_done) timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+        switch (r) {
+        case TR_HTTP_NEED_MORE:
+            if (c->state != CONN_READING)
+                stream_timer(c);
+            else if (c->parser.headers_done)
+                timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+            goto out;
+        case TR_HTTP_HEADERS:
+            on_headers_ready(c);
             break;
-        }
-        if (r == TR_HTTP_FAILED) {
-            c->close_after = true;
-            server_error(c, c->parser.error_status);
+        case TR_HTTP_PAUSED:
             break;
+        case TR_HTTP_REQUEST:
+            if (c->state == CONN_READING)
+                dispatch_request(c);
+            else
+                body_complete(c);
+            break;
+        case TR_HTTP_FAILED:
+            if (c->state == CONN_READING) {
+                c->close_after = true;
+                server_error(c, c->parser.error_status);
+            } else {
+                body_failed(c, c->parser.error_status == 413 ? -EMSGSIZE : -EBADMSG);
+            }
+            goto out;
         }
-        dispatch_request(c);
     }
+out:
     c->in_process = false;
+    c->run_rest = NULL;
+    c->run_rest_len = 0;
     return off;
 }
 
@@ -683,14 +1511,17 @@ static void stash(tr__conn_t *c, const char *data, size_t len)
 static void process_inbuf(tr__conn_t *c)
 {
     if (c->in_process) return;
-    if (c->state == CONN_READING && c->inpos < c->inbuf.len)
-        c->inpos += conn_run(c, c->inbuf.data + c->inpos, c->inbuf.len - c->inpos);
+    if (conn_wants_input(c) && (c->inpos < c->inbuf.len || c->parser.paused)) {
+        const char *data = c->inbuf.data ? c->inbuf.data + c->inpos : "";
+        c->inpos += conn_run(c, data, c->inbuf.len - c->inpos);
+    }
     if (c->inpos >= c->inbuf.len) {
         if (c->inbuf.cap > KEEP_BUFFER_BYTES) tr_buf_free(&c->inbuf);
         tr_buf_reset(&c->inbuf);
         c->inpos = 0;
     }
-    if (c->state == CONN_READING) read_start(c);
+    check_body_eof(c);
+    if (conn_wants_input(c)) read_start(c);
 }
 
 static void on_peer_gone(tr__conn_t *c, ssize_t err)
@@ -702,10 +1533,18 @@ static void on_peer_gone(tr__conn_t *c, ssize_t err)
         /* Keep the socket after a plain EOF: the peer may only have shut
          * down its sending side and still read the answer. */
         c->impl.cancelled = true;
-        if (err != UV_EOF) conn_close(c);
+        if (err != UV_EOF) {
+            conn_close(c);
+        } else {
+            check_body_eof(c);
+            if (c->state == CONN_HANDLING) notify_cancel(c);
+        }
         break;
     case CONN_WRITING:
-        if (err != UV_EOF) conn_close(c);
+        if (err != UV_EOF)
+            conn_close(c);
+        else if (c->body == RB_DISCARD)
+            c->close_after = true; /* the rest of the body will not come */
         break;
     default:
         conn_close(c);
@@ -721,20 +1560,16 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         on_peer_gone(c, nread);
         return;
     }
-    switch (c->state) {
-    case CONN_READING: {
-        size_t used = conn_run(c, buf->base, (size_t)nread);
-        if (used < (size_t)nread && (c->state == CONN_HANDLING || c->state == CONN_WRITING))
-            stash(c, buf->base + used, (size_t)nread - used);
-        break;
-    }
-    case CONN_HANDLING:
-    case CONN_WRITING:
+    if (c->state == CONN_LINGERING || c->state == CONN_CLOSED) return; /* dropped */
+    if (c->inpos < c->inbuf.len) {
+        /* Older bytes are waiting: keep the order. */
         stash(c, buf->base, (size_t)nread);
-        break;
-    default:
-        break; /* lingering: dropped */
+        process_inbuf(c);
+        return;
     }
+    size_t used = conn_wants_input(c) ? conn_run(c, buf->base, (size_t)nread) : 0;
+    if (used < (size_t)nread && c->state != CONN_LINGERING && c->state != CONN_CLOSED)
+        stash(c, buf->base + used, (size_t)nread - used);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -748,6 +1583,11 @@ static void on_timer(uv_timer_t *t)
         server_error(c, 408);
         return;
     }
+    if (c->state == CONN_HANDLING && mode == TIMER_BODY && c->body == RB_STREAM) {
+        read_stop(c);
+        body_failed(c, -ETIMEDOUT);
+        return;
+    }
     conn_close(c);
 }
 
@@ -759,6 +1599,7 @@ static void on_connection(uv_stream_t *listener, int status)
 
     tr__conn_t *c = conn_new(w);
     tr__http_parser_init(&c->parser, cfg->max_header_bytes, cfg->max_body_bytes, on_head, c);
+    c->parser.on_data = on_body_data;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
@@ -800,6 +1641,7 @@ static void finish(worker_t *w)
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->log_flush, NULL);
+    uv_close((uv_handle_t *)&w->pump, NULL);
     tr_log_flush();
     uv_stop(&w->loop);
 }
@@ -824,7 +1666,10 @@ static void begin_stop(worker_t *w)
     uv_close((uv_handle_t *)&w->listener, NULL);
     for (tr__conn_t *c = w->conns; c; c = c->next) {
         bool idle = c->state == CONN_READING && !c->parser.started && c->inpos >= c->inbuf.len;
-        if (idle) conn_close(c);
+        if (idle)
+            conn_close(c);
+        else if (c->state == CONN_DISCARDING)
+            begin_linger(c); /* its answer is out: the rest of the body is moot */
     }
     uv_timer_start(&w->drain_timer, on_drain_timeout, w->srv->cfg.drain_timeout_ms, 0);
     check_finish(w);
@@ -853,9 +1698,10 @@ static int worker_setup(worker_t *w)
     const tr_server_config_t *cfg = &w->srv->cfg;
     int rc;
 
-    w->listener.data = w->async.data = w->drain_timer.data = w;
+    w->listener.data = w->async.data = w->drain_timer.data = w->pump.data = w;
     if ((rc = uv_async_init(&w->loop, &w->async, on_async)) != 0) goto out;
     uv_timer_init(&w->loop, &w->drain_timer);
+    uv_idle_init(&w->loop, &w->pump);
     uv_check_init(&w->loop, &w->log_flush);
     uv_check_start(&w->log_flush, on_log_flush);
     uv_unref((uv_handle_t *)&w->log_flush); /* must not keep the loop alive */
@@ -962,7 +1808,8 @@ int tr_server_start(const tr_server_config_t *cfg, tr_server_t **out)
     int rc = 0, spawned = 0;
 
     *out = NULL;
-    if (!cfg || !cfg->host || !cfg->router || cfg->workers < 1 || cfg->max_header_bytes == 0 ||
+    if (!cfg || !cfg->host || (!cfg->router && !cfg->on_headers) ||
+        (cfg->on_headers && !cfg->dispatch) || cfg->workers < 1 || cfg->max_header_bytes == 0 ||
         cfg->port < 0 || cfg->port > 65535)
         return -EINVAL;
     memset(&addr, 0, sizeof(addr));

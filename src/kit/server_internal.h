@@ -35,9 +35,11 @@ struct tr_req_impl {
     tr__arena_t arena;
     tr_buf_t res_headers; /* "Name: value\r\n" lines added by tr_res_header() */
     uint64_t start_ns;    /* uv_hrtime() when the request's first byte was parsed */
-    bool active;          /* between creation and tr_respond*() */
+    unsigned omit;        /* TR_RES_OMIT_* given by the handler */
+    bool active;          /* from creation until released (after the answer is out) */
     bool dispatched;      /* counted in tr_server_in_flight() */
     bool cancelled;       /* the client went away while the request was active */
+    bool res_started;     /* tr_respond_start() was called */
 };
 
 #define TR__RES_HEADERS_MAX (16 * 1024)
@@ -49,6 +51,10 @@ void tr__arena_reset(tr__arena_t *a);
  * are kept literally, so the result never contains an embedded NUL. With
  * plus_is_space, '+' becomes ' ' (query strings). */
 size_t tr__percent_decode(char *out, const char *in, size_t len, bool plus_is_space);
+
+/* Bytes received on the request's connection and held in user space until
+ * they are parsed (the stash), for tests of the streaming bound. server.c. */
+size_t tr__req_held_bytes(const tr_req_t *req);
 
 /* Sends (or discards, when the client is gone) the answer of an active
  * request, reports it to on_complete and releases the request. server.c. */
