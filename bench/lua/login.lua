@@ -11,24 +11,13 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(here .. "common.lua")
 
-local counter = 0
-function setup(thread)
-  thread:set("index", counter)
-  counter = counter + 1
-end
+setup = bench_number_threads
 
 local bodies, next_body = {}, 1
 
 function init(args)
-  local nthreads = tonumber(args[3])
-  local line = 0
-  for email in io.lines(args[1]) do
-    if email ~= "" then
-      if line % nthreads == index then
-        bodies[#bodies + 1] = string.format('{"email":"%s","password":"%s"}', email, args[2])
-      end
-      line = line + 1
-    end
+  for _, email in ipairs(bench_thread_lines(args[1], tonumber(args[3]))) do
+    bodies[#bodies + 1] = string.format('{"email":"%s","password":"%s"}', email, args[2])
   end
 end
 

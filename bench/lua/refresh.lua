@@ -11,27 +11,14 @@
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(here .. "common.lua")
 
-local counter = 0
-function setup(thread)
-  thread:set("index", counter)
-  counter = counter + 1
-end
+setup = bench_number_threads
 
 local pool, head, tail = {}, 1, 0
 local starved = 0
 
 function init(args)
-  local nthreads = tonumber(args[2])
-  local line = 0
-  for tok in io.lines(args[1]) do
-    if tok ~= "" then
-      if line % nthreads == index then
-        tail = tail + 1
-        pool[tail] = tok
-      end
-      line = line + 1
-    end
-  end
+  pool = bench_thread_lines(args[1], tonumber(args[2]))
+  tail = #pool
 end
 
 function request()

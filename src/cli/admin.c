@@ -20,16 +20,15 @@
 #include "cli/cli.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <sodium.h>
 
 #include "kit/alloc.h"
 #include "kit/config.h"
+#include "kit/fs.h"
 #include "kit/log.h"
 #include "kit/store.h"
 #include "services/auth/auth.h"
@@ -108,22 +107,6 @@ static int parse_flags(int argc, char **argv, const char *const *allowed, admin_
     return 0;
 }
 
-static int make_dirs(const char *path)
-{
-    char buf[PATH_MAX];
-    size_t len = strlen(path);
-    if (len == 0 || len >= sizeof(buf)) return -ENAMETOOLONG;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST) return -errno;
-        *p = '/';
-    }
-    if (mkdir(buf, 0700) != 0 && errno != EEXIST) return -errno;
-    return 0;
-}
-
 /* Loads the service configuration (defaults and TRELLIS_* environment) and
  * opens and migrates the auth database. */
 static int open_auth_db(const admin_args_t *a, tr_config_t **cfg, tr_store_t **db)
@@ -143,7 +126,7 @@ static int open_auth_db(const admin_args_t *a, tr_config_t **cfg, tr_store_t **d
         url = tr_xstrdup(a->db);
     } else {
         const char *data = a->data ? a->data : tr_config_get(*cfg, "data");
-        if ((rc = make_dirs(data)) != 0) {
+        if ((rc = tr_mkdir_p(data, 0700)) != 0) {
             fprintf(stderr, "trellis admin: cannot create %s: %s\n", data, strerror(-rc));
             return rc;
         }

@@ -3,7 +3,7 @@
 // correct except for one defect each, and every one must be refused.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
   T,
@@ -13,36 +13,31 @@ import {
   decodeJwt,
   registerUser,
   signJwt,
-  startService,
+  useService,
 } from './lib/harness.mjs';
 
 const opts = { timeout: T(30000) };
 const SECRET_HEX = crypto.randomBytes(32).toString('hex');
-let svc;
-let base;
 let reg; // a registered user with a live session
 let claims; // the claims of its real access token
 let key; // the HMAC key as the service uses it (decided by the control test)
 
-before(async () => {
-  svc = await startService('auth', { args: ['--jwt-secret', SECRET_HEX] });
-  base = svc.url;
-  reg = await registerUser(base);
-  claims = decodeJwt(reg.access_token).payload;
-  // The secret may be used as its text or as the bytes it spells in hex;
-  // whichever reproduces the real token's signature is the key.
-  const { header, signature } = decodeJwt(reg.access_token);
-  const input = reg.access_token.split('.').slice(0, 2).join('.');
-  for (const k of [Buffer.from(SECRET_HEX, 'utf8'), Buffer.from(SECRET_HEX, 'hex')]) {
-    const sig = crypto.createHmac('sha256', k).update(input).digest('base64url');
-    if (header.alg === 'HS256' && sig === signature) key = k;
-  }
-});
-after(async () => {
-  await svc?.stop();
+const auth = useService('auth', { args: ['--jwt-secret', SECRET_HEX] }, {
+  async started({ url }) {
+    reg = await registerUser(url);
+    claims = decodeJwt(reg.access_token).payload;
+    // The secret may be used as its text or as the bytes it spells in hex;
+    // whichever reproduces the real token's signature is the key.
+    const { header, signature } = decodeJwt(reg.access_token);
+    const input = reg.access_token.split('.').slice(0, 2).join('.');
+    for (const k of [Buffer.from(SECRET_HEX, 'utf8'), Buffer.from(SECRET_HEX, 'hex')]) {
+      const sig = crypto.createHmac('sha256', k).update(input).digest('base64url');
+      if (header.alg === 'HS256' && sig === signature) key = k;
+    }
+  },
 });
 
-const me = (token) => api(base, 'GET', '/api/auth/me', { token });
+const me = (token) => api(auth.url, 'GET', '/api/auth/me', { token });
 const now = () => Math.floor(Date.now() / 1000);
 const HS256 = { alg: 'HS256', typ: 'JWT' };
 
@@ -54,7 +49,7 @@ function goodClaims(over = {}) {
 
 async function refused(token) {
   assertError(assert, await me(token), 401, 'unauthenticated');
-  assertError(assert, await api(base, 'GET', '/api/auth/validate', { token }), 401, 'unauthenticated');
+  assertError(assert, await api(auth.url, 'GET', '/api/auth/validate', { token }), 401, 'unauthenticated');
 }
 
 test('control: the service signs with --jwt-secret and accepts a token the test signs', opts, async () => {
@@ -130,9 +125,9 @@ test('validly signed token for a session that does not exist: 401', opts, async 
 });
 
 test('validly signed token for a logged-out session: 401', opts, async () => {
-  const other = await registerUser(base);
+  const other = await registerUser(auth.url);
   const c = decodeJwt(other.access_token).payload;
-  assert.equal((await api(base, 'POST', '/api/auth/logout', { token: other.access_token })).status, 204);
+  assert.equal((await api(auth.url, 'POST', '/api/auth/logout', { token: other.access_token })).status, 204);
   const t = now();
   await refused(signJwt(HS256, { ...c, jti: crypto.randomUUID(), iat: t, nbf: t, exp: t + 600 }, key));
 });

@@ -2,7 +2,7 @@
 // e-mail normalisation, field validation, media type, the uniform failure
 // answer and the per-e-mail login rate limit.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
   PASSWORD,
@@ -14,24 +14,15 @@ import {
   decodeJwt,
   registerUser,
   request,
-  startService,
   uniqueEmail,
+  useService,
 } from './lib/harness.mjs';
 
 const opts = { timeout: T(30000) };
-let svc;
-let base;
+const auth = useService('auth');
 
-before(async () => {
-  svc = await startService('auth');
-  base = svc.url;
-});
-after(async () => {
-  await svc?.stop();
-});
-
-const register = (body, headers) => api(base, 'POST', '/api/auth/register', { body, headers });
-const login = (body, headers) => api(base, 'POST', '/api/auth/login', { body, headers });
+const register = (body, headers) => api(auth.url, 'POST', '/api/auth/register', { body, headers });
+const login = (body, headers) => api(auth.url, 'POST', '/api/auth/login', { body, headers });
 
 test('register answers 201 with the user and a token pair', opts, async () => {
   const email = uniqueEmail('reg');
@@ -52,7 +43,7 @@ test('register without a name succeeds', opts, async () => {
 });
 
 test('access token carries iss, aud, sub, role, sid, jti, iat, nbf, exp', opts, async () => {
-  const reg = await registerUser(base);
+  const reg = await registerUser(auth.url);
   const { header, payload } = decodeJwt(reg.access_token);
   assert.equal(header.alg, 'HS256');
   assert.equal(payload.iss, 'trellis');
@@ -131,16 +122,16 @@ test('password over 1024 bytes: 400 details password', opts, async () => {
 test('non-JSON content type: 415 unsupported_media_type', opts, async () => {
   const body = JSON.stringify({ email: uniqueEmail('ct'), password: PASSWORD });
   for (const ct of ['text/plain', 'application/x-www-form-urlencoded']) {
-    const r = await request(`${base}/api/auth/register`, { method: 'POST', body, headers: { 'Content-Type': ct } });
+    const r = await request(`${auth.url}/api/auth/register`, { method: 'POST', body, headers: { 'Content-Type': ct } });
     assertError(assert, r, 415, 'unsupported_media_type');
   }
-  const lr = await request(`${base}/api/auth/login`, { method: 'POST', body, headers: { 'Content-Type': 'text/plain' } });
+  const lr = await request(`${auth.url}/api/auth/login`, { method: 'POST', body, headers: { 'Content-Type': 'text/plain' } });
   assertError(assert, lr, 415, 'unsupported_media_type');
 });
 
 test('JSON content type with a charset parameter is accepted', opts, async () => {
   const body = JSON.stringify({ email: uniqueEmail('charset'), password: PASSWORD });
-  const r = await request(`${base}/api/auth/register`, {
+  const r = await request(`${auth.url}/api/auth/register`, {
     method: 'POST',
     body,
     headers: { 'Content-Type': 'application/json; charset=utf-8' },
@@ -150,14 +141,14 @@ test('JSON content type with a charset parameter is accepted', opts, async () =>
 
 test('malformed JSON: 400 invalid_argument', opts, async () => {
   for (const body of ['{"email":', '{email: "x"}', 'null', '[]', '"str"', '']) {
-    const r = await request(`${base}/api/auth/register`, {
+    const r = await request(`${auth.url}/api/auth/register`, {
       method: 'POST',
       body,
       headers: { 'Content-Type': 'application/json' },
     });
     assertError(assert, r, 400, 'invalid_argument');
   }
-  const lr = await request(`${base}/api/auth/login`, {
+  const lr = await request(`${auth.url}/api/auth/login`, {
     method: 'POST',
     body: '{"email":',
     headers: { 'Content-Type': 'application/json' },
@@ -166,7 +157,7 @@ test('malformed JSON: 400 invalid_argument', opts, async () => {
 });
 
 test('login answers 200 with the same shape as register', opts, async () => {
-  const reg = await registerUser(base, { name: 'Grace' });
+  const reg = await registerUser(auth.url, { name: 'Grace' });
   const r = await login({ email: reg.email, password: PASSWORD });
   assert.equal(r.status, 200, r.text);
   assertAuthBody(assert, r.json, { email: reg.email, id: reg.user.id, name: 'Grace' });
@@ -175,7 +166,7 @@ test('login answers 200 with the same shape as register', opts, async () => {
 });
 
 test('login normalises the e-mail too', opts, async () => {
-  const reg = await registerUser(base);
+  const reg = await registerUser(auth.url);
   const r = await login({ email: `\t${reg.email.toUpperCase()} `, password: PASSWORD });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.json.user.id, reg.user.id);
@@ -188,7 +179,7 @@ test('login with missing fields: 400 invalid_argument', opts, async () => {
 });
 
 test('wrong password and unknown e-mail give the same 401 body', opts, async () => {
-  const reg = await registerUser(base);
+  const reg = await registerUser(auth.url);
   const wrong = await login({ email: reg.email, password: 'not the password' });
   const unknown = await login({ email: uniqueEmail('ghost'), password: 'not the password' });
   const e1 = assertError(assert, wrong, 401, 'unauthenticated');
@@ -199,8 +190,8 @@ test('wrong password and unknown e-mail give the same 401 body', opts, async () 
 });
 
 test('five failed logins for one e-mail: 429 rate_limited with Retry-After', opts, async () => {
-  const reg = await registerUser(base);
-  const other = await registerUser(base);
+  const reg = await registerUser(auth.url);
+  const other = await registerUser(auth.url);
   for (let i = 1; i <= 4; i++) {
     assertError(assert, await login({ email: reg.email, password: `wrong password ${i}` }), 401, 'unauthenticated');
   }

@@ -3,42 +3,35 @@
 // through the admin outbox.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
   PASSWORD,
   T,
-  adminCreateUser,
   api,
   assertError,
   assertFieldError,
   decodeJwt,
+  listAllPages,
   loginUser,
+  newAdmin,
   registerUser,
-  startService,
   uniqueEmail,
+  useService,
 } from './lib/harness.mjs';
 
 const opts = { timeout: T(30000) };
 const NEW_PASSWORD = 'a brand new passphrase';
-let svc;
-let base;
 let admin; // {access_token, ...}
-
-before(async () => {
-  svc = await startService('auth');
-  base = svc.url;
-  const email = uniqueEmail('admin');
-  await adminCreateUser(svc.dataDir, { email, password: PASSWORD, role: 'admin' });
-  admin = await loginUser(base, email);
-});
-after(async () => {
-  await svc?.stop();
+const auth = useService('auth', {}, {
+  async started({ svc }) {
+    admin = await newAdmin(svc);
+  },
 });
 
-const me = (token) => api(base, 'GET', '/api/auth/me', { token });
-const refresh = (refresh_token) => api(base, 'POST', '/api/auth/refresh', { body: { refresh_token } });
-const login = (email, password) => api(base, 'POST', '/api/auth/login', { body: { email, password } });
+const me = (token) => api(auth.url, 'GET', '/api/auth/me', { token });
+const refresh = (refresh_token) => api(auth.url, 'POST', '/api/auth/refresh', { body: { refresh_token } });
+const login = (email, password) => api(auth.url, 'POST', '/api/auth/login', { body: { email, password } });
 const sid = (token) => decodeJwt(token).payload.sid;
 
 /** A random, well-formed UUIDv7 that names nothing. */
@@ -53,7 +46,7 @@ function randomUuidV7() {
 
 /** The newest password-reset token in the outbox for email. */
 async function outboxToken(email) {
-  const r = await api(base, 'GET', `/api/auth/admin/outbox?recipient=${encodeURIComponent(email)}`, {
+  const r = await api(auth.url, 'GET', `/api/auth/admin/outbox?recipient=${encodeURIComponent(email)}`, {
     token: admin.access_token,
   });
   assert.equal(r.status, 200, `outbox: ${r.text}`);
@@ -91,10 +84,10 @@ function findToken(msg) {
 }
 
 test('GET /api/auth/sessions lists the caller\'s sessions as {data:[...]}', opts, async () => {
-  const reg = await registerUser(base);
-  const second = await loginUser(base, reg.email);
-  const stranger = await registerUser(base);
-  const r = await api(base, 'GET', '/api/auth/sessions', { token: reg.access_token });
+  const reg = await registerUser(auth.url);
+  const second = await loginUser(auth.url, reg.email);
+  const stranger = await registerUser(auth.url);
+  const r = await api(auth.url, 'GET', '/api/auth/sessions', { token: reg.access_token });
   assert.equal(r.status, 200, r.text);
   assert.ok(Array.isArray(r.json.data), r.text);
   const ids = r.json.data.map((s) => s.id);
@@ -107,40 +100,55 @@ test('GET /api/auth/sessions lists the caller\'s sessions as {data:[...]}', opts
   }
 });
 
+test('sessions list pages newest first with limit and cursor, marking the current one', opts, async () => {
+  const reg = await registerUser(auth.url);
+  const logins = [];
+  for (let i = 0; i < 4; i++) logins.push(await loginUser(auth.url, reg.email));
+  const token = reg.access_token;
+  const { items, pages } = await listAllPages(assert, auth.url, '/api/auth/sessions', { token, limit: 2 });
+  // Newest first is id order (see the API keys test in auth-admin).
+  const listed = items.map((s) => s.id);
+  const expected = [reg, ...logins].map((s) => sid(s.access_token));
+  assert.deepEqual([...listed].sort().reverse(), listed, 'ids in descending order');
+  assert.deepEqual([...listed].sort(), expected.sort(), 'every session once');
+  assert.equal(pages, 3);
+  assert.deepEqual(items.filter((s) => s.current).map((s) => s.id), [sid(token)]);
+});
+
 test('sessions list without a token: 401', opts, async () => {
-  assertError(assert, await api(base, 'GET', '/api/auth/sessions'), 401, 'unauthenticated');
+  assertError(assert, await api(auth.url, 'GET', '/api/auth/sessions'), 401, 'unauthenticated');
 });
 
 test('DELETE /api/auth/sessions/{id}: 204 and that session is dead', opts, async () => {
-  const reg = await registerUser(base);
-  const victim = await loginUser(base, reg.email);
-  const r = await api(base, 'DELETE', `/api/auth/sessions/${sid(victim.access_token)}`, { token: reg.access_token });
+  const reg = await registerUser(auth.url);
+  const victim = await loginUser(auth.url, reg.email);
+  const r = await api(auth.url, 'DELETE', `/api/auth/sessions/${sid(victim.access_token)}`, { token: reg.access_token });
   assert.equal(r.status, 204, r.text);
   assertError(assert, await me(victim.access_token), 401, 'unauthenticated');
   assertError(assert, await refresh(victim.refresh_token), 401, 'unauthenticated');
   assert.equal((await me(reg.access_token)).status, 200, 'the caller\'s session lives on');
-  const list = await api(base, 'GET', '/api/auth/sessions', { token: reg.access_token });
+  const list = await api(auth.url, 'GET', '/api/auth/sessions', { token: reg.access_token });
   assert.ok(!list.json.data.some((s) => s.id === sid(victim.access_token)), 'revoked session not listed');
 });
 
 test('DELETE another user\'s session: 404 and it keeps working', opts, async () => {
-  const a = await registerUser(base);
-  const b = await registerUser(base);
-  const r = await api(base, 'DELETE', `/api/auth/sessions/${sid(b.access_token)}`, { token: a.access_token });
+  const a = await registerUser(auth.url);
+  const b = await registerUser(auth.url);
+  const r = await api(auth.url, 'DELETE', `/api/auth/sessions/${sid(b.access_token)}`, { token: a.access_token });
   assertError(assert, r, 404, 'not_found');
   assert.equal((await me(b.access_token)).status, 200);
 });
 
 test('DELETE an unknown session: 404', opts, async () => {
-  const a = await registerUser(base);
-  const r = await api(base, 'DELETE', `/api/auth/sessions/${randomUuidV7()}`, { token: a.access_token });
+  const a = await registerUser(auth.url);
+  const r = await api(auth.url, 'DELETE', `/api/auth/sessions/${randomUuidV7()}`, { token: a.access_token });
   assertError(assert, r, 404, 'not_found');
 });
 
 test('password change: 204, other sessions revoked, this one keeps working', opts, async () => {
-  const reg = await registerUser(base);
-  const other = await loginUser(base, reg.email);
-  const r = await api(base, 'POST', '/api/auth/password/change', {
+  const reg = await registerUser(auth.url);
+  const other = await loginUser(auth.url, reg.email);
+  const r = await api(auth.url, 'POST', '/api/auth/password/change', {
     token: reg.access_token,
     body: { current_password: PASSWORD, new_password: NEW_PASSWORD },
   });
@@ -154,8 +162,8 @@ test('password change: 204, other sessions revoked, this one keeps working', opt
 });
 
 test('password change with the wrong current password is refused', opts, async () => {
-  const reg = await registerUser(base);
-  const r = await api(base, 'POST', '/api/auth/password/change', {
+  const reg = await registerUser(auth.url);
+  const r = await api(auth.url, 'POST', '/api/auth/password/change', {
     token: reg.access_token,
     body: { current_password: 'not my password', new_password: NEW_PASSWORD },
   });
@@ -164,8 +172,8 @@ test('password change with the wrong current password is refused', opts, async (
 });
 
 test('password change with a short new password: 400 details new_password', opts, async () => {
-  const reg = await registerUser(base);
-  const r = await api(base, 'POST', '/api/auth/password/change', {
+  const reg = await registerUser(auth.url);
+  const r = await api(auth.url, 'POST', '/api/auth/password/change', {
     token: reg.access_token,
     body: { current_password: PASSWORD, new_password: 'short' },
   });
@@ -173,35 +181,48 @@ test('password change with a short new password: 400 details new_password', opts
 });
 
 test('password change without a token: 401', opts, async () => {
-  const r = await api(base, 'POST', '/api/auth/password/change', {
+  const r = await api(auth.url, 'POST', '/api/auth/password/change', {
     body: { current_password: PASSWORD, new_password: NEW_PASSWORD },
   });
   assertError(assert, r, 401, 'unauthenticated');
 });
 
 test('forgot answers 202 for known and unknown e-mails alike', opts, async () => {
-  const reg = await registerUser(base);
-  const known = await api(base, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } });
+  const reg = await registerUser(auth.url);
+  const known = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } });
   const ghost = uniqueEmail('ghost');
-  const unknown = await api(base, 'POST', '/api/auth/password/forgot', { body: { email: ghost } });
+  const unknown = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: ghost } });
   assert.equal(known.status, 202, known.text);
   assert.equal(unknown.status, 202, unknown.text);
   const shape = (r) => (r.json && typeof r.json === 'object' ? { ...r.json, request_id: undefined } : r.text);
   assert.deepEqual(shape(known), shape(unknown), 'the answers do not tell the two apart');
-  const box = await api(base, 'GET', `/api/auth/admin/outbox?recipient=${encodeURIComponent(ghost)}`, {
+  const box = await api(auth.url, 'GET', `/api/auth/admin/outbox?recipient=${encodeURIComponent(ghost)}`, {
     token: admin.access_token,
   });
   assert.equal(box.status, 200, box.text);
   assert.equal(outboxItems(box.json).length, 0, 'nothing is sent to an unknown address');
 });
 
+test('forgot keeps at most 5 unused reset tokens per user', opts, async () => {
+  const reg = await registerUser(auth.url);
+  for (let i = 0; i < 7; i++) {
+    const r = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } });
+    assert.equal(r.status, 202, r.text);
+  }
+  const box = await api(auth.url, 'GET', `/api/auth/admin/outbox?recipient=${encodeURIComponent(reg.email)}`, {
+    token: admin.access_token,
+  });
+  assert.equal(box.status, 200, box.text);
+  assert.equal(outboxItems(box.json).length, 5, box.text);
+});
+
 test('password reset: 204, all sessions revoked, token single use', opts, async () => {
-  const reg = await registerUser(base);
-  const other = await loginUser(base, reg.email);
-  assert.equal((await api(base, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } })).status, 202);
+  const reg = await registerUser(auth.url);
+  const other = await loginUser(auth.url, reg.email);
+  assert.equal((await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } })).status, 202);
   const token = await outboxToken(reg.email);
 
-  const r = await api(base, 'POST', '/api/auth/password/reset', { body: { token, new_password: NEW_PASSWORD } });
+  const r = await api(auth.url, 'POST', '/api/auth/password/reset', { body: { token, new_password: NEW_PASSWORD } });
   assert.equal(r.status, 204, r.text);
   for (const s of [reg, other]) {
     assertError(assert, await me(s.access_token), 401, 'unauthenticated');
@@ -210,7 +231,7 @@ test('password reset: 204, all sessions revoked, token single use', opts, async 
   assertError(assert, await login(reg.email, PASSWORD), 401, 'unauthenticated');
   assert.equal((await login(reg.email, NEW_PASSWORD)).status, 200);
 
-  const again = await api(base, 'POST', '/api/auth/password/reset', {
+  const again = await api(auth.url, 'POST', '/api/auth/password/reset', {
     body: { token, new_password: 'yet another passphrase' },
   });
   assertError(assert, again, [400, 401], ['invalid_argument', 'unauthenticated']);
@@ -219,23 +240,23 @@ test('password reset: 204, all sessions revoked, token single use', opts, async 
 
 test('password reset with a bad token: 400 or 401 envelope', opts, async () => {
   for (const token of ['', 'nonsense', 'A'.repeat(64)]) {
-    const r = await api(base, 'POST', '/api/auth/password/reset', { body: { token, new_password: NEW_PASSWORD } });
+    const r = await api(auth.url, 'POST', '/api/auth/password/reset', { body: { token, new_password: NEW_PASSWORD } });
     assertError(assert, r, [400, 401], ['invalid_argument', 'unauthenticated']);
   }
 });
 
 test('password reset with a short new password: 400 details new_password', opts, async () => {
-  const reg = await registerUser(base);
-  assert.equal((await api(base, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } })).status, 202);
+  const reg = await registerUser(auth.url);
+  assert.equal((await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } })).status, 202);
   const token = await outboxToken(reg.email);
-  const r = await api(base, 'POST', '/api/auth/password/reset', { body: { token, new_password: 'short' } });
+  const r = await api(auth.url, 'POST', '/api/auth/password/reset', { body: { token, new_password: 'short' } });
   assertFieldError(assert, r, 'new_password');
   assert.equal((await login(reg.email, PASSWORD)).status, 200, 'password unchanged');
 });
 
 test('outbox is admin only: 401 anonymous, 403 for a user', opts, async () => {
-  const reg = await registerUser(base);
+  const reg = await registerUser(auth.url);
   const p = `/api/auth/admin/outbox?recipient=${encodeURIComponent(reg.email)}`;
-  assertError(assert, await api(base, 'GET', p), 401, 'unauthenticated');
-  assertError(assert, await api(base, 'GET', p, { token: reg.access_token }), 403, 'permission_denied');
+  assertError(assert, await api(auth.url, 'GET', p), 401, 'unauthenticated');
+  assertError(assert, await api(auth.url, 'GET', p, { token: reg.access_token }), 403, 'permission_denied');
 });

@@ -120,6 +120,30 @@ describe('trellis command line', () => {
       removeDir(dir);
     }
   });
+
+  test('an option value the service refuses at start: exit 2; other start failures: exit 1', opts, async () => {
+    const dir = tempDir();
+    try {
+      const refused = [
+        [['--access-ttl', '10ms'], /access-ttl/],
+        [['--jwt-secret', 'too short'], /32 bytes/],
+        [['--jwt-alg', 'RS256'], /jwt-private-key/],
+      ];
+      for (const [args, why] of refused) {
+        const r = await runCli(['serve', 'auth', '--port', '0', '--data', dir, ...args]);
+        assert.equal(r.code, 2, `${args.join(' ')}:\n${r.stderr}`);
+        assert.match(r.stderr, why);
+      }
+      // The JWT secret cannot be read: the data dir is broken, not the
+      // configuration.
+      fs.mkdirSync(path.join(dir, 'secrets', 'jwt_secret'), { recursive: true });
+      const broken = await runCli(['serve', 'auth', '--port', '0', '--data', dir]);
+      assert.equal(broken.code, 1, broken.stderr);
+      assert.match(broken.stderr, /JWT secret/);
+    } finally {
+      removeDir(dir);
+    }
+  });
 });
 
 describe('trellis serve', () => {

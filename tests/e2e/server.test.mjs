@@ -3,7 +3,7 @@
 // limits (431, 413, 408, 400), routing errors, request ids, health and
 // metrics endpoints, and the access log (fields present, secrets absent).
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
   PASSWORD,
@@ -15,28 +15,24 @@ import {
   registerUser,
   request,
   sleep,
-  startService,
   uniqueEmail,
+  useService,
 } from './lib/harness.mjs';
 
 const opts = { timeout: T(30000) };
-let svc;
-let base;
 let user; // a registered user for login-based requests
 const conns = new Set();
-
-before(async () => {
-  svc = await startService('auth', { args: ['--header-timeout', '1s'] });
-  base = svc.url;
-  user = await registerUser(base);
-});
-after(async () => {
-  for (const c of conns) c.destroy();
-  await svc?.stop();
+const server = useService('auth', { args: ['--header-timeout', '1s'] }, {
+  async started({ url }) {
+    user = await registerUser(url);
+  },
+  stopping() {
+    for (const c of conns) c.destroy();
+  },
 });
 
 async function open() {
-  const c = await RawConn.open(svc.port);
+  const c = await RawConn.open(server.svc.port);
   conns.add(c);
   return c;
 }
@@ -173,7 +169,7 @@ test('headers over 16 KiB: 431 headers_too_large and close', opts, async () => {
 });
 
 test('headers just under 16 KiB are fine', opts, async () => {
-  const r = await request(`${base}/healthz`, { headers: { 'X-Big': 'a'.repeat(15 * 1024) } });
+  const r = await request(`${server.url}/healthz`, { headers: { 'X-Big': 'a'.repeat(15 * 1024) } });
   assert.equal(r.status, 200);
 });
 
@@ -246,21 +242,21 @@ test('malformed request line: 400 and close', opts, async () => {
 
 test('unknown path: 404 not_found envelope', opts, async () => {
   for (const p of ['/nope', '/api/auth/nope', '/api/auth/users/x/y/z']) {
-    assertError(assert, await request(base + p), 404, 'not_found');
+    assertError(assert, await request(server.url + p), 404, 'not_found');
   }
 });
 
 test('wrong method: 405 method_not_allowed with Allow', opts, async () => {
-  const r = await request(`${base}/api/auth/login`);
+  const r = await request(`${server.url}/api/auth/login`);
   assertError(assert, r, 405, 'method_not_allowed');
   assert.match(String(r.headers.allow), /\bPOST\b/);
-  const d = await request(`${base}/api/auth/register`, { method: 'DELETE' });
+  const d = await request(`${server.url}/api/auth/register`, { method: 'DELETE' });
   assertError(assert, d, 405, 'method_not_allowed');
   assert.match(String(d.headers.allow), /\bPOST\b/);
-  const h = await request(`${base}/healthz`, { method: 'POST', body: '{}', headers: { 'Content-Type': 'application/json' } });
+  const h = await request(`${server.url}/healthz`, { method: 'POST', body: '{}', headers: { 'Content-Type': 'application/json' } });
   assertError(assert, h, 405, 'method_not_allowed');
   assert.match(String(h.headers.allow), /\bGET\b/);
-  const me = await request(`${base}/api/auth/me`, { method: 'PUT', body: '{}', headers: { 'Content-Type': 'application/json' } });
+  const me = await request(`${server.url}/api/auth/me`, { method: 'PUT', body: '{}', headers: { 'Content-Type': 'application/json' } });
   assertError(assert, me, 405, 'method_not_allowed');
   assert.match(String(me.headers.allow), /\bGET\b/);
   assert.match(String(me.headers.allow), /\bPOST\b/);
@@ -268,22 +264,22 @@ test('wrong method: 405 method_not_allowed with Allow', opts, async () => {
 
 test('X-Request-Id: echoed when sane', opts, async () => {
   for (const id of ['abc-123_XYZ', '0f3c7d2e-5a1b-4c7e-9d3f-1234567890ab', 'x'.repeat(64)]) {
-    const r = await request(`${base}/healthz`, { headers: { 'X-Request-Id': id } });
+    const r = await request(`${server.url}/healthz`, { headers: { 'X-Request-Id': id } });
     assert.equal(r.headers['x-request-id'], id);
   }
-  const e = await request(`${base}/nope`, { headers: { 'X-Request-Id': 'err-id-1' } });
+  const e = await request(`${server.url}/nope`, { headers: { 'X-Request-Id': 'err-id-1' } });
   assert.equal(e.headers['x-request-id'], 'err-id-1');
   assert.equal(e.json.error.request_id, 'err-id-1', 'the envelope carries it too');
 });
 
 test('X-Request-Id: generated when absent, replaced when not sane', opts, async () => {
   const sane = /^[A-Za-z0-9._:-]{8,128}$/;
-  const none = await request(`${base}/healthz`);
+  const none = await request(`${server.url}/healthz`);
   assert.match(String(none.headers['x-request-id']), sane);
-  const other = await request(`${base}/healthz`);
+  const other = await request(`${server.url}/healthz`);
   assert.notEqual(other.headers['x-request-id'], none.headers['x-request-id'], 'each request gets its own id');
   for (const bad of ['y'.repeat(200), 'has spaces in it', 'quote"d', '<script>']) {
-    const r = await request(`${base}/healthz`, { headers: { 'X-Request-Id': bad } });
+    const r = await request(`${server.url}/healthz`, { headers: { 'X-Request-Id': bad } });
     const got = r.headers['x-request-id'];
     assert.notEqual(got, bad, `${JSON.stringify(bad)} replaced`);
     assert.match(String(got), sane);
@@ -291,15 +287,15 @@ test('X-Request-Id: generated when absent, replaced when not sane', opts, async 
 });
 
 test('/healthz and /readyz answer 200', opts, async () => {
-  const h = await request(`${base}/healthz`);
+  const h = await request(`${server.url}/healthz`);
   assert.equal(h.status, 200, h.text);
-  const r = await request(`${base}/readyz`);
+  const r = await request(`${server.url}/readyz`);
   assert.equal(r.status, 200, r.text);
 });
 
 test('/metrics is Prometheus text with the RED, process and auth metrics', opts, async () => {
-  await api(base, 'POST', '/api/auth/login', { body: { email: user.email, password: PASSWORD } });
-  const r = await request(`${base}/metrics`);
+  await api(server.url, 'POST', '/api/auth/login', { body: { email: user.email, password: PASSWORD } });
+  const r = await request(`${server.url}/metrics`);
   assert.equal(r.status, 200);
   assert.match(String(r.headers['content-type']), /^text\/plain/);
   const lines = r.text.split('\n');
@@ -318,12 +314,12 @@ test('/metrics is Prometheus text with the RED, process and auth metrics', opts,
 
 test('access log: one JSON line per request with the request fields', opts, async () => {
   const id = `log-${Date.now()}`;
-  const r = await api(base, 'POST', '/api/auth/login', {
+  const r = await api(server.url, 'POST', '/api/auth/login', {
     body: { email: user.email, password: PASSWORD },
     headers: { 'X-Request-Id': id },
   });
   assert.equal(r.status, 200);
-  const line = await svc.waitLog((e) => e.request_id === id && 'status' in e);
+  const line = await server.svc.waitLog((e) => e.request_id === id && 'status' in e);
   assert.equal(line.service, 'auth');
   assert.match(String(line.ts), /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
   assert.equal(typeof line.level, 'string');
@@ -332,7 +328,7 @@ test('access log: one JSON line per request with the request fields', opts, asyn
   assert.equal(line.status, 200);
   assert.equal(typeof line.duration_ms, 'number');
   assert.ok(line.duration_ms >= 0);
-  const raws = svc.logs.filter((e) => 'raw' in e && e.raw.trim() !== '');
+  const raws = server.svc.logs.filter((e) => 'raw' in e && e.raw.trim() !== '');
   assert.deepEqual(raws, [], 'every stderr line is JSON');
 });
 
@@ -341,31 +337,31 @@ test('logs never contain a password or token the test sent', opts, async () => {
   const newPw = `new-${Date.now()}-never-log-me`;
   const email = uniqueEmail('logcheck');
   const secrets = [secretPw, newPw];
-  const reg = await api(base, 'POST', '/api/auth/register', { body: { email, password: secretPw } });
+  const reg = await api(server.url, 'POST', '/api/auth/register', { body: { email, password: secretPw } });
   assert.equal(reg.status, 201);
   secrets.push(reg.json.access_token, reg.json.refresh_token);
-  const li = await api(base, 'POST', '/api/auth/login', { body: { email, password: secretPw } });
+  const li = await api(server.url, 'POST', '/api/auth/login', { body: { email, password: secretPw } });
   secrets.push(li.json.access_token, li.json.refresh_token);
-  await api(base, 'POST', '/api/auth/login', { body: { email, password: `${secretPw}-wrong` } });
+  await api(server.url, 'POST', '/api/auth/login', { body: { email, password: `${secretPw}-wrong` } });
   secrets.push(`${secretPw}-wrong`);
-  const rf = await api(base, 'POST', '/api/auth/refresh', { body: { refresh_token: li.json.refresh_token } });
+  const rf = await api(server.url, 'POST', '/api/auth/refresh', { body: { refresh_token: li.json.refresh_token } });
   secrets.push(rf.json.access_token, rf.json.refresh_token);
-  await api(base, 'POST', '/api/auth/refresh', { body: { refresh_token: li.json.refresh_token } }); // reuse
-  await api(base, 'GET', '/api/auth/me', { token: reg.json.access_token });
-  const key = await api(base, 'POST', '/api/auth/api-keys', { token: reg.json.access_token, body: { name: 'log' } });
+  await api(server.url, 'POST', '/api/auth/refresh', { body: { refresh_token: li.json.refresh_token } }); // reuse
+  await api(server.url, 'GET', '/api/auth/me', { token: reg.json.access_token });
+  const key = await api(server.url, 'POST', '/api/auth/api-keys', { token: reg.json.access_token, body: { name: 'log' } });
   const apiKey = key.json?.key ?? key.json?.api_key?.key;
   assert.equal(typeof apiKey, 'string', key.text);
   secrets.push(apiKey);
-  await request(`${base}/api/auth/me`, { headers: { 'X-API-Key': apiKey } });
-  await api(base, 'POST', '/api/auth/password/change', {
+  await request(`${server.url}/api/auth/me`, { headers: { 'X-API-Key': apiKey } });
+  await api(server.url, 'POST', '/api/auth/password/change', {
     token: reg.json.access_token,
     body: { current_password: secretPw, new_password: newPw },
   });
   const marker = `final-${Date.now()}`;
-  await request(`${base}/healthz`, { headers: { 'X-Request-Id': marker } });
-  await svc.waitLog((e) => e.request_id === marker);
+  await request(`${server.url}/healthz`, { headers: { 'X-Request-Id': marker } });
+  await server.svc.waitLog((e) => e.request_id === marker);
 
-  const text = svc.output();
+  const text = server.svc.output();
   for (const s of secrets) {
     assert.ok(!text.includes(s), `log output contains a secret: ${s.slice(0, 12)}...`);
   }

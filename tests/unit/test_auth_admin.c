@@ -14,41 +14,31 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "kit/crypto.h"
 #include "kit/ids.h"
 #include "kit/store.h"
 #include "services/auth/auth.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 static int db_seq;
 static const tr_pwhash_params_t params = {.opslimit = 2, .memlimit = 19u * 1024 * 1024};
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/trellis-test-auth-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return testutil_tmpdir(tmpdir, sizeof(tmpdir), "auth");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testutil_remove_tree(tmpdir);
 }
 
 static int db_setup(void **state)

@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include <unistd.h>
 
 #include "kit/config.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -45,26 +45,17 @@ static void clear_env(void)
         unsetenv(env_vars[i]);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/trellis-test-config-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return testutil_tmpdir(tmpdir, sizeof(tmpdir), "config");
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
     clear_env();
-    return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return testutil_remove_tree(tmpdir);
 }
 
 static tr_config_t *load(int argc, char **argv)

@@ -23,6 +23,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -295,6 +296,35 @@ export async function startService(name, opts = {}) {
   return svc;
 }
 
+/**
+ * One service for all the tests of the calling file: started (startService
+ * with opts) in a before() hook, stopped in an after() hook that fails on an
+ * unclean exit. Returns a holder whose fields are set once that before() has
+ * run, so read them inside tests: `svc` (what startService returned) and
+ * `url` (its base URL).
+ *
+ * Set-up that needs the service goes in hooks.started(holder), tear-down
+ * that must come before the stop in hooks.stopping(holder): a file's own
+ * top-level before() would not wait for the start (node:test runs a root
+ * hook as soon as it is registered once the file is loading).
+ */
+export function useService(name, opts = {}, hooks = {}) {
+  const holder = { svc: null, url: '' };
+  before(async () => {
+    holder.svc = await startService(name, opts);
+    holder.url = holder.svc.url;
+    await hooks.started?.(holder);
+  });
+  after(async () => {
+    try {
+      await hooks.stopping?.(holder);
+    } finally {
+      await holder.svc?.stop();
+    }
+  });
+  return holder;
+}
+
 /** Parses the table `trellis up` prints: header SERVICE PORT PID URL. */
 export function parseUpTable(stdoutLines) {
   const rows = [];
@@ -454,6 +484,15 @@ export async function adminCreateUser(dataDir, { email, password, role = 'admin'
   return user.user && typeof user.user === 'object' ? user.user : user;
 }
 
+/** Creates an admin with `trellis admin create-user` in svc's data dir and
+ * logs it in. Resolves with the login answer plus `created`, the user the
+ * CLI printed. */
+export async function newAdmin(svc, tag = 'admin') {
+  const email = uniqueEmail(tag);
+  const created = await adminCreateUser(svc.dataDir, { email, password: PASSWORD, role: 'admin' });
+  return { created, ...(await loginUser(svc.url, email)) };
+}
+
 /**
  * One HTTP request on its own connection. body: a string/Buffer is sent as
  * is; anything else is JSON-encoded with Content-Type application/json (unless
@@ -512,6 +551,25 @@ export function api(base, method, p, { body, token, headers = {}, ...rest } = {}
   const h = { ...headers };
   if (token) h.Authorization = `Bearer ${token}`;
   return request(base + p, { method, body, headers: h, ...rest });
+}
+
+/** GETs every page of a list endpoint (?limit=, then ?cursor=next_cursor),
+ * asserting each page is 200 with at most limit items in data. Resolves
+ * with {items: every item in order, pages: how many pages it took}. */
+export async function listAllPages(assert, base, p, { token, limit }) {
+  const items = [];
+  let cursor = null;
+  let pages = 0;
+  do {
+    const q = `${p}?limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+    const r = await api(base, 'GET', q, { token });
+    assert.equal(r.status, 200, `${q}: ${r.text}`);
+    assert.ok(Array.isArray(r.json.data) && r.json.data.length <= limit, `${q}: ${r.text}`);
+    items.push(...r.json.data);
+    cursor = r.json.next_cursor;
+    assert.ok(++pages <= 1000, `${p}: the cursor never runs out`);
+  } while (cursor);
+  return { items, pages };
 }
 
 /** Finds a base port B in 20000-60000 with B..B+20 all free on 127.0.0.1. */
@@ -924,3 +982,99 @@ export function assertTokenPair(assert, body) {
   assert.equal(body.token_type, 'Bearer');
   assert.ok(Number.isInteger(body.expires_in) && body.expires_in > 0, `expires_in > 0 (${body.expires_in})`);
 }
+
+// ---------------------------------------------------------------- processes and ports (gateway tests)
+
+/** A loopback TCP port that was free a moment ago (bound to 0, then let go). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen({ port: 0, host: '127.0.0.1' }, () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** /proc/<pid>/status as {VmRSS: kB, VmHWM: kB, ...} (numbers for the kB fields). */
+export function procStatus(pid) {
+  const out = {};
+  for (const line of fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const m = /^(\w+):\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const kb = /^(\d+) kB$/.exec(m[2]);
+    out[m[1]] = kb ? Number(kb[1]) : m[2];
+  }
+  return out;
+}
+
+/**
+ * Starts a real redis-server on a free loopback port with its own temp dir
+ * (no persistence) and waits until it accepts connections. Throws when
+ * redis-server is not installed (scripts/deps.sh installs it). Resolves with
+ * {proc, pid, port, url ("redis://127.0.0.1:port"), stop(), kill()}; the
+ * process is SIGKILLed at exit if still running.
+ */
+export async function startRedis() {
+  const dir = tempDir('trellis-redis-');
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    const proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
+        '--protected-mode', 'no', '--daemonize', 'no', '--loglevel', 'notice'],
+      { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    liveProcs.add(proc);
+    let output = '';
+    const ready = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => resolve(false), T(10000));
+      const onData = (c) => {
+        output += c;
+        if (/Ready to accept connections/.test(output)) {
+          clearTimeout(timer);
+          resolve(true);
+        }
+      };
+      proc.stdout.setEncoding('utf8').on('data', onData);
+      proc.stderr.setEncoding('utf8').on('data', onData);
+      proc.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new Error(`redis-server could not be started (${e.code || e.message}); run scripts/deps.sh`));
+      });
+      proc.once('exit', () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+    });
+    if (!ready) {
+      await terminate(proc, 2000);
+      if (attempt < 3 && /Address already in use/i.test(output)) continue;
+      throw new Error(`redis-server did not start on port ${port}:\n${output}`);
+    }
+    const r = {
+      proc,
+      pid: proc.pid,
+      port,
+      url: `redis://127.0.0.1:${port}`,
+      output: () => output,
+      /** SIGTERM (then SIGKILL) and remove its dir. */
+      async stop() {
+        await terminate(proc, 5000);
+        removeDir(dir);
+      },
+      /** SIGKILL now: to its clients, Redis just went away. */
+      async kill() {
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+        await waitExit(proc);
+        liveProcs.delete(proc);
+      },
+    };
+    return r;
+  }
+}
+
+// The codes only a proxy gives (ARCHITECTURE.md §5), for assertError.
+ERROR_STATUS.bad_gateway = 502;
+ERROR_STATUS.deadline_exceeded = 504;
