@@ -663,7 +663,8 @@ static double now_seconds(void)
 
 static void path_in_tmpdir(char *out, size_t outlen, const char *name)
 {
-    snprintf(out, outlen, "%s/%s", tmpdir, name);
+    int n = snprintf(out, outlen, "%s/%s", tmpdir, name);
+    assert_true(n > 0 && (size_t)n < outlen);
 }
 
 static off_t file_size(const char *name)
