@@ -50,6 +50,7 @@ test: test-unit test-e2e test-asan
 bench: build
 	./scripts/deps.sh bench
 	./bench/run.sh $(BUILD)/trellis
+	./bench/gateway.sh $(BUILD)/trellis
 
 fuzz: deps
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DTRELLIS_FUZZ=ON

@@ -1,7 +1,9 @@
 -- gateway_paced.lua - GET /api/auth/me with the token passed after "--",
--- each connection waiting the given milliseconds after every answer before
--- its next request: with C connections the offered rate is about
--- C * 1000 / (delay + latency) requests/s. Debian's wrk has no -R (that is
+-- each connection waiting on average the given milliseconds after every
+-- answer before its next request: with C connections the offered rate is
+-- about C * 1000 / (pause + latency) requests/s. The pause is drawn uniformly
+-- from [0, 2 * pause] so the connections do not fall into step and arrive in
+-- bursts (which would measure wrk's timer, not the server). Debian's wrk has no -R (that is
 -- wrk2), so this is how bench/gateway.sh measures latency at a fixed,
 -- sub-saturation rate. wrk measures latency from the write of a request to
 -- its answer, so the pause is not counted.
@@ -16,10 +18,11 @@ local pause_ms = 1
 function init(args)
   wrk.headers["Authorization"] = "Bearer " .. args[1]
   pause_ms = tonumber(args[2]) or 1
+  math.randomseed(os.time() + (tonumber(tostring({}):match("0x(%x+)"), 16) or 0))
 end
 
 function delay()
-  return pause_ms
+  return math.random(0, 2 * pause_ms)
 end
 
 done = bench_done

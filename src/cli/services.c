@@ -1,10 +1,16 @@
-/* services.c - the registry of services built into this binary. */
+/* services.c - the registry of services built into this binary.
+ *
+ * The gateway comes first: `trellis up` starts services in this order, and
+ * the public entry point should be listening while the others come up (its
+ * /readyz does not wait for them, so the order never deadlocks). */
 #include "cli/services.h"
+#include "gateway/gateway.h"
 #include "services/auth/auth.h"
 
 #include <string.h>
 
 const tr_service_def_t *const trellis_services[] = {
+    &gateway_service,
     &auth_service,
     NULL,
 };

@@ -15,6 +15,11 @@
  * PR_SET_PDEATHSIG (see main.c), so none survives even a SIGKILLed
  * supervisor.
  *
+ * BLUEPRINTS. `--blueprint NAME` gives the gateway (and only the gateway)
+ * `--routes <absolute path of deploy/blueprints/NAME.json>`, resolved once
+ * against the supervisor's working directory so a restarted gateway reads
+ * the same file; NAME may also be a path to a routes file.
+ *
  * READINESS. A child is ready when a GET /readyz on its port answers 200.
  * Probes run every PROBE_INTERVAL_MS until then; a probe is one short-lived
  * TCP connection.
@@ -82,6 +87,7 @@ struct supervisor {
     size_t nchildren;
     char exe[PATH_MAX];
     char data_dir[PATH_MAX];
+    char routes[PATH_MAX]; /* --blueprint's routes file, "" when none */
     const char *host;
     int port_base;
     uint64_t stop_timeout_ms;
@@ -364,9 +370,13 @@ static void start_child(child_t *c)
     supervisor_t *sup = c->sup;
     char port_base[16];
     snprintf(port_base, sizeof(port_base), "%d", sup->port_base);
-    char *args[] = {sup->exe,          "serve",  (char *)c->def->name, "--port-base",
-                    port_base,         "--data", sup->data_dir,        "--host",
-                    (char *)sup->host, NULL};
+    char *args[] = {
+        sup->exe,      "serve",  (char *)c->def->name, "--port-base", port_base, "--data",
+        sup->data_dir, "--host", (char *)sup->host,    NULL,          NULL,      NULL};
+    if (sup->routes[0] && strcmp(c->def->name, "gateway") == 0) {
+        args[9] = "--routes";
+        args[10] = sup->routes;
+    }
     char **env = child_env(sup);
     run_t *run = tr_xcalloc(1, sizeof(*run));
     uv_process_options_t opts = {0};
@@ -454,7 +464,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static void up_usage(FILE *out)
 {
     fprintf(out, "usage: trellis up [--only a,b] [--data DIR] [--port-base N] [--host H]\n"
-                 "                  [--stop-timeout SECONDS]\n");
+                 "                  [--stop-timeout SECONDS] [--blueprint NAME]\n");
 }
 
 static const char *flag_value(int argc, char **argv, int *i, const char *name)
@@ -479,6 +489,27 @@ static bool only_includes(const char *only, const char *name)
         p = comma + 1;
     }
     return false;
+}
+
+/* Resolves --blueprint: a name means deploy/blueprints/NAME.json under the
+ * working directory; anything with a '/' or ending in .json is a path. */
+static int resolve_blueprint(supervisor_t *sup, const char *name)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(name);
+    bool is_path = strchr(name, '/') || (n > 5 && strcmp(name + n - 5, ".json") == 0);
+    int len = is_path ? snprintf(path, sizeof(path), "%s", name)
+                      : snprintf(path, sizeof(path), "deploy/blueprints/%s.json", name);
+    if (n == 0 || len < 0 || (size_t)len >= sizeof(path)) {
+        fprintf(stderr, "trellis up: invalid --blueprint '%s'\n", name);
+        return -EINVAL;
+    }
+    if (!realpath(path, sup->routes)) {
+        fprintf(stderr, "trellis up: no blueprint '%s' (%s: %s)\n", name, path, strerror(errno));
+        sup->routes[0] = '\0';
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* Every name in --only must be a known service. */
@@ -522,6 +553,8 @@ static int parse_args(supervisor_t *sup, int argc, char **argv, const char **onl
                 return -EINVAL;
             }
             sup->port_base = (int)n;
+        } else if ((v = flag_value(argc, argv, &i, "--blueprint"))) {
+            if (resolve_blueprint(sup, v) != 0) return -EINVAL;
         } else if ((v = flag_value(argc, argv, &i, "--stop-timeout"))) {
             long n = strtol(v, &end, 10);
             if (*v == '\0' || *end || n < 1 || n > 3600) {

@@ -1353,7 +1353,10 @@ static int p_headers_complete(llhttp_t *p)
         return 1;
     }
     cn->ev |= EV_HEAD;
-    return r->is_head ? 1 : HPE_PAUSED;
+    /* A HEAD answer, 204 and 304 never have a body (RFC 9110 §6.4.1), even
+     * when an upstream sends a Content-Length with them: 1 tells llhttp so,
+     * instead of waiting for bytes that will not come. */
+    return r->is_head || status == 204 || status == 304 ? 1 : HPE_PAUSED;
 }
 
 static int p_body(llhttp_t *p, const char *at, size_t len)

@@ -13,9 +13,9 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define TR_PWHASH_MAX 128   /* encoded argon2id string incl. NUL */
-#define TR_TOKEN_CHARS 43   /* base64url of 32 random bytes, no padding */
-#define TR_SHA256_HEX 65    /* 64 hex chars + NUL */
+#define TR_PWHASH_MAX  128 /* encoded argon2id string incl. NUL */
+#define TR_TOKEN_CHARS 43  /* base64url of 32 random bytes, no padding */
+#define TR_SHA256_HEX  65  /* 64 hex chars + NUL */
 
 typedef struct tr_pwhash_params {
     uint64_t opslimit; /* argon2 t (iterations), >= 2 */
@@ -39,8 +39,8 @@ typedef void (*tr_pwhash_done_fn)(void *arg, int rc, const char *encoded);
 typedef void (*tr_pwverify_done_fn)(void *arg, bool match);
 int tr_password_hash_async(uv_loop_t *loop, const char *password, size_t len,
                            const tr_pwhash_params_t *params, tr_pwhash_done_fn done, void *arg);
-int tr_password_verify_async(uv_loop_t *loop, const char *encoded, const char *password,
-                             size_t len, tr_pwverify_done_fn done, void *arg);
+int tr_password_verify_async(uv_loop_t *loop, const char *encoded, const char *password, size_t len,
+                             tr_pwverify_done_fn done, void *arg);
 
 /* Writes a fresh 256-bit random token as base64url (TR_TOKEN_CHARS chars +
  * NUL). */

@@ -92,10 +92,29 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
     return p->headers_done ? 0 : head_append(p, at, len);
 }
 
+/* RFC 9110 §5.6.2 token characters. llhttp's lenient (default) mode lets a
+ * space or other non-token byte into a field name ("Host : x"); RFC 9112
+ * §5.1 says such a request must be refused with 400, and letting it through
+ * would hand a proxy a header it cannot forward. */
+static bool is_token(const char *s, size_t len)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (len == 0) return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c && strchr(extra, c))))
+            return false;
+    }
+    return true;
+}
+
 static int on_header_field_complete(llhttp_t *ll)
 {
     tr_http_parser_t *p = parser_of(ll);
     if (p->headers_done) return 0;
+    if (!is_token(p->head.data + p->cur_name_off, p->head.len - p->cur_name_off))
+        return fail(p, 400, "invalid header name");
     int rc = head_append(p, "", 1);
     p->cur_value_off = p->head.len;
     return rc;

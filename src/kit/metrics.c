@@ -103,6 +103,7 @@ static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
 static family_t *http_requests;
 static family_t *http_duration;
 static tr_gauge_t *http_in_flight;
+static tr_gauge_t *http_connections;
 
 static void die(const char *what, const char *name)
 {
@@ -280,6 +281,9 @@ static void register_builtins(void)
                         "Time from a complete request to its answer, in seconds.", "route,method");
     http_in_flight = (tr_gauge_t *)family_register(KIND_GAUGE, "http_requests_in_flight",
                                                    "HTTP requests being handled now.", NULL);
+    http_connections = (tr_gauge_t *)family_register(
+        KIND_GAUGE, "http_connections_active",
+        "Client connections open now (those refused with 503 excluded).", NULL);
 }
 
 static void ensure_builtins(void)
@@ -340,6 +344,12 @@ void tr_metrics_in_flight(int delta)
 {
     ensure_builtins();
     tr_gauge_add(http_in_flight, delta);
+}
+
+void tr_metrics_connections(int delta)
+{
+    ensure_builtins();
+    tr_gauge_add(http_connections, delta);
 }
 
 /* ---- rendering ---------------------------------------------------------- */

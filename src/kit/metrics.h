@@ -33,10 +33,11 @@ void tr_gauge_set(tr_gauge_t *g, int64_t value);
 
 /* Records one finished HTTP request: http_requests_total{route,method,status}
  * and http_request_duration_seconds{route,method} (histogram). */
-void tr_metrics_observe_request(const char *route, const char *method, int status,
-                                double seconds);
-/* The http_requests_in_flight gauge. */
+void tr_metrics_observe_request(const char *route, const char *method, int status, double seconds);
+/* The http_requests_in_flight gauge (the server keeps it). */
 void tr_metrics_in_flight(int delta);
+/* The http_connections_active gauge (the server keeps it). */
+void tr_metrics_connections(int delta);
 
 /* Appends the exposition text to out. Returns 0 or TR_ETOOBIG. */
 int tr_metrics_render(tr_buf_t *out);

@@ -105,6 +105,7 @@
 #include "kit/errors.h"
 #include "kit/http_parser.h"
 #include "kit/log.h"
+#include "kit/metrics.h"
 #include "kit/server_internal.h"
 #include "kit/trace.h"
 
@@ -356,6 +357,7 @@ static void in_flight_add(worker_t *w, int delta)
     /* Single writer (this worker), so a relaxed load/store pair suffices. */
     size_t v = atomic_load_explicit(&w->in_flight, memory_order_relaxed);
     atomic_store_explicit(&w->in_flight, v + (size_t)(ptrdiff_t)delta, memory_order_relaxed);
+    tr_metrics_in_flight(delta);
 }
 
 /* Whether the parser is to be fed now (see REQUEST BODY above). */
@@ -493,6 +495,7 @@ static void conn_close(tr__conn_t *c)
     if (c->counted) {
         c->w->nconns--;
         c->counted = false;
+        tr_metrics_connections(-1);
     }
     c->state = CONN_CLOSED;
     c->reading = false;
@@ -1627,6 +1630,7 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     c->counted = true;
     w->nconns++;
+    tr_metrics_connections(1);
     c->state = CONN_READING;
     read_start(c);
     timer_set(c, TIMER_HEADER, cfg->header_timeout_ms);

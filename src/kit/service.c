@@ -13,11 +13,15 @@
  *
  * Authentication is a kit concern only in shape: the service's authenticate
  * hook decides who the caller is; the kit decides what a route demands and
- * answers 401/403 in the one standard way.
+ * answers 401/403 in the one standard way. The one credential the kit checks
+ * itself is the internal service token of /internal/ routes, because it is
+ * the same shared secret for every service and must be compared in constant
+ * time everywhere.
  */
 #include "kit/service.h"
 #include "kit/alloc.h"
 #include "kit/buf.h"
+#include "kit/crypto.h"
 #include "kit/fs.h"
 #include "kit/log.h"
 #include "kit/metrics.h"
@@ -25,6 +29,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +44,18 @@ typedef struct service_impl {
     tr_store_t **stores; /* one connection per worker, indexed by worker */
     int workers;
     tr_router_t *router;
+    char *internal_token; /* loaded when the service has /internal/ routes */
+    size_t internal_token_len;
 } service_impl_t;
+
+#define INTERNAL_PREFIX "/internal/"
+
+const tr_option_t tr_service_options[] = {
+    {"internal-token", NULL,
+     "shared token for /internal/ calls between services (default: generated into "
+     "<data>/secrets/internal_token)"},
+    {NULL, NULL, NULL},
+};
 
 tr_service_t *tr_worker_service(const tr_worker_t *w)
 {
@@ -81,15 +97,28 @@ bool tr_role_allowed(const char *roles, const char *role)
 
 static void handle_healthz(tr_req_t *req)
 {
+    const tr_service_def_t *def = tr_req_service(req)->def;
+    if (def->healthz) {
+        def->healthz(req);
+        return;
+    }
     static const char body[] = "{\"status\":\"ok\"}";
     tr_respond(req, 200, "application/json", body, sizeof(body) - 1);
 }
 
 static void handle_readyz(tr_req_t *req)
 {
-    tr_store_t *db = tr_req_store(req);
-    if (!db || tr_store_ping(db) != 0) {
-        tr_respond_error(req, TR_ERR_UNAVAILABLE, "database not usable", NULL);
+    tr_service_t *svc = tr_req_service(req);
+    const char *why = NULL;
+    if (!svc->def->no_store) {
+        tr_store_t *db = tr_req_store(req);
+        if (!db || tr_store_ping(db) != 0) {
+            tr_respond_error(req, TR_ERR_UNAVAILABLE, "database not usable", NULL);
+            return;
+        }
+    }
+    if (svc->def->ready && svc->def->ready(svc, &why) != 0) {
+        tr_respond_error(req, TR_ERR_UNAVAILABLE, why ? why : "not ready", NULL);
         return;
     }
     static const char body[] = "{\"status\":\"ready\"}";
@@ -98,9 +127,11 @@ static void handle_readyz(tr_req_t *req)
 
 static void handle_metrics(tr_req_t *req)
 {
+    const tr_service_def_t *def = tr_req_service(req)->def;
     tr_buf_t out;
     tr_buf_init(&out, METRICS_MAX_BYTES);
-    if (tr_metrics_render(&out) != 0) {
+    if (tr_metrics_render(&out) != 0 ||
+        (def->metrics_extra && def->metrics_extra(&out, uv_now(req->worker->loop)) != 0)) {
         tr_buf_free(&out);
         tr_respond_error(req, TR_ERR_INTERNAL, "metrics too large to render", NULL);
         return;
@@ -117,11 +148,32 @@ static const tr_route_t builtin_routes[] = {
 
 /* ---- request pipeline --------------------------------------------------- */
 
+/* True when the request carries the internal token. The length check is not
+ * secret: every service's token has the same, generated length. */
+static bool internal_token_ok(const service_impl_t *impl, const tr_req_t *req)
+{
+    const char *got = tr_req_header(req, TR_INTERNAL_TOKEN_HEADER);
+    if (!got || !impl->internal_token) return false;
+    size_t len = strlen(got);
+    return len == impl->internal_token_len && tr_memeq_ct(got, impl->internal_token, len);
+}
+
 static void dispatch(tr_req_t *req)
 {
     const tr_route_t *route = req->route;
     tr_service_t *svc = tr_req_service(req);
 
+    if (!route) {
+        /* Claimed by the service's on_headers hook (the server only lets
+         * such requests through when the hook is set). */
+        svc->def->handle_claimed(req);
+        return;
+    }
+    if (strncmp(route->pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) == 0 &&
+        !internal_token_ok((const service_impl_t *)svc, req)) {
+        tr_respond_error(req, TR_ERR_UNAUTHENTICATED, "internal token required", NULL);
+        return;
+    }
     if (route->auth != TR_AUTH_NONE) {
         const char *why = NULL;
         tr_auth_result_t r =
@@ -147,6 +199,11 @@ static void dispatch(tr_req_t *req)
 
 static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double seconds)
 {
+    const tr_service_def_t *def = tr_worker_service(req->worker)->def;
+    if (!req->route && def->on_complete) {
+        def->on_complete(req, status, bytes_sent, seconds);
+        return;
+    }
     const char *route = req->route ? req->route->pattern : "unmatched";
     tr_metrics_observe_request(route, req->method, status, seconds);
     tr_log_level_t level = status >= 500 ? TR_LOG_ERROR : TR_LOG_INFO;
@@ -174,8 +231,9 @@ static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double sec
 static int worker_start(tr_worker_t *w)
 {
     service_impl_t *impl = (service_impl_t *)w->service;
-    int rc = tr_store_open(impl->pub.db_url, &impl->stores[w->index]);
-    if (rc != 0) {
+    int rc = 0;
+    if (!impl->pub.def->no_store &&
+        (rc = tr_store_open(impl->pub.db_url, &impl->stores[w->index])) != 0) {
         tr_log_error("worker %d: cannot open database (%d)", w->index, rc);
         return rc;
     }
@@ -248,6 +306,7 @@ static int server_config_from(const tr_config_t *cfg, const tr_service_def_t *de
 static int migrate(const tr_service_t *svc)
 {
     tr_store_t *db = NULL;
+    if (svc->def->no_store) return 0;
     int rc = tr_store_open(svc->db_url, &db);
     if (rc != 0) {
         /* The URL is not logged: a PostgreSQL URL may carry a password. */
@@ -259,6 +318,28 @@ static int migrate(const tr_service_t *svc)
     if (rc != 0) tr_log_error("migrations failed: %s", tr_store_errmsg(db));
     tr_store_close(db);
     return rc;
+}
+
+int tr_service_internal_token(const tr_service_t *svc, char **out)
+{
+    int rc =
+        tr_config_secret(svc->config, "internal-token", svc->data_dir, "internal_token", 32, out);
+    if (rc != 0) tr_log_error("cannot load or create the internal token: %s", strerror(-rc));
+    return rc;
+}
+
+/* Loads the internal token when some route needs it. */
+static int load_internal_token(service_impl_t *impl)
+{
+    const tr_service_def_t *def = impl->pub.def;
+    for (size_t i = 0; i < def->nroutes; i++) {
+        if (strncmp(def->routes[i].pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) != 0)
+            continue;
+        int rc = tr_service_internal_token(&impl->pub, &impl->internal_token);
+        if (rc == 0) impl->internal_token_len = strlen(impl->internal_token);
+        return rc;
+    }
+    return 0;
 }
 
 static int build_router(service_impl_t *impl)
@@ -280,8 +361,10 @@ static int build_router(service_impl_t *impl)
 /* ---- signals ------------------------------------------------------------ */
 
 typedef struct signal_ctx {
-    uv_signal_t term, intr;
+    uv_signal_t term, intr, hup;
+    bool has_hup; /* the service reloads on SIGHUP */
     tr_server_t *server;
+    tr_service_t *svc;
 } signal_ctx_t;
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -291,6 +374,15 @@ static void on_signal(uv_signal_t *h, int signum)
     if (ctx->server) tr_server_stop(ctx->server);
     uv_close((uv_handle_t *)&ctx->term, NULL);
     uv_close((uv_handle_t *)&ctx->intr, NULL);
+    if (ctx->has_hup) uv_close((uv_handle_t *)&ctx->hup, NULL);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    signal_ctx_t *ctx = h->data;
+    (void)signum;
+    /* Before the server runs there is nothing to reload into. */
+    if (ctx->server) ctx->svc->def->reload(ctx->svc);
 }
 
 /* The main thread's loop only waits for SIGTERM / SIGINT. The handlers are
@@ -304,6 +396,12 @@ static void signals_install(uv_loop_t *loop, signal_ctx_t *ctx)
     ctx->term.data = ctx->intr.data = ctx;
     uv_signal_start(&ctx->term, on_signal, SIGTERM);
     uv_signal_start(&ctx->intr, on_signal, SIGINT);
+    if (ctx->svc->def->reload) {
+        ctx->has_hup = true;
+        uv_signal_init(loop, &ctx->hup);
+        ctx->hup.data = ctx;
+        uv_signal_start(&ctx->hup, on_sighup, SIGHUP);
+    }
 }
 
 /* Closes the signal handles when the service ends without a signal (e.g.
@@ -313,6 +411,7 @@ static void signals_close(uv_loop_t *loop, signal_ctx_t *ctx)
     if (!uv_is_closing((uv_handle_t *)&ctx->term)) {
         uv_close((uv_handle_t *)&ctx->term, NULL);
         uv_close((uv_handle_t *)&ctx->intr, NULL);
+        if (ctx->has_hup) uv_close((uv_handle_t *)&ctx->hup, NULL);
     }
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
@@ -331,8 +430,10 @@ static void print_usage(const tr_service_def_t *def, const tr_option_t *const *s
 int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 {
     static const tr_option_t no_options[] = {{NULL, NULL, NULL}};
-    const tr_option_t *sets[] = {tr_config_common_options, def->options ? def->options : no_options,
-                                 NULL};
+    const tr_option_t *sets[16] = {tr_config_common_options, tr_service_options,
+                                   def->options ? def->options : no_options};
+    for (size_t i = 0, n = 3; def->option_sets && def->option_sets[i] && n < 15; i++)
+        sets[n++] = def->option_sets[i];
     service_impl_t impl = {.pub.def = def};
     signal_ctx_t signals = {0};
     uv_loop_t signal_loop;
@@ -378,6 +479,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     svc->db_url = db ? tr_xstrdup(db) : tr_xasprintf("sqlite://%s/%s.db", svc->data_dir, def->name);
 
     if (migrate(svc) != 0) goto out;
+    if (load_internal_token(&impl) != 0) goto out;
     if (def->init && (rc = def->init(svc)) != 0) {
         if (rc == -EINVAL) exit_code = 2;
         goto out;
@@ -391,7 +493,9 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     sc.worker_start = worker_start;
     sc.worker_stop = worker_stop;
     sc.on_complete = on_complete;
+    sc.on_headers = def->on_headers;
     sc.service = &impl;
+    signals.svc = svc;
     signals_install(&signal_loop, &signals);
     signals_ready = true;
     if ((rc = tr_server_start(&sc, &svc->server)) != 0) {
@@ -421,6 +525,10 @@ out:
     free(impl.stores);
     free(svc->data_dir);
     free(svc->db_url);
+    if (impl.internal_token) {
+        sodium_memzero(impl.internal_token, impl.internal_token_len);
+        free(impl.internal_token);
+    }
     tr_config_free(svc->config);
     return exit_code;
 }

@@ -8,7 +8,8 @@
  * (<data>/<name>.db unless --db is given), starts the HTTP server with the
  * built-in routes (/healthz, /readyz, /metrics), authenticates requests for
  * routes that ask for it, checks roles, logs and counts every request, and on
- * SIGTERM/SIGINT drains and exits 0.
+ * SIGTERM/SIGINT drains and exits 0. Routes under /internal/ require the
+ * internal service token (see INTERNAL ROUTES below).
  *
  * Each worker thread opens its own store connection (w->state is the
  * service's; tr_worker_store(w) is the kit's).
@@ -16,8 +17,11 @@
 #ifndef TR_SERVICE_H
 #define TR_SERVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "kit/buf.h"
 #include "kit/config.h"
 #include "kit/http.h"
 #include "kit/router.h"
@@ -27,9 +31,9 @@
 typedef struct tr_service tr_service_t;
 
 typedef enum tr_auth_result {
-    TR_AUTH_OK = 0,          /* identity filled in */
-    TR_AUTH_NO_CREDENTIALS,  /* no Authorization / X-API-Key */
-    TR_AUTH_INVALID          /* credentials present but not acceptable */
+    TR_AUTH_OK = 0,         /* identity filled in */
+    TR_AUTH_NO_CREDENTIALS, /* no Authorization / X-API-Key */
+    TR_AUTH_INVALID         /* credentials present but not acceptable */
 } tr_auth_result_t;
 
 typedef struct tr_service_def {
@@ -41,9 +45,14 @@ typedef struct tr_service_def {
     const tr_migration_t *migrations;
     size_t nmigrations;
     const tr_option_t *options; /* service-specific options, {NULL}-terminated */
+    /* More option tables, for options a kit module declares (e.g.
+     * tr_ratelimit_config_options); NULL-terminated array, may be NULL. */
+    const tr_option_t *const *option_sets;
 
     /* Process-wide set-up after config, logging and migrations; before
-     * serving. Returns 0 or non-zero to abort start (after logging why). */
+     * serving. Returns 0, or a negative code to abort start after logging
+     * why: -EINVAL when an option value is unusable (the process exits 2,
+     * as for a bad flag), anything else for other failures (exit 1). */
     int (*init)(tr_service_t *svc);
     void (*close)(tr_service_t *svc);
     /* Per worker thread, after its store is open. */
@@ -53,6 +62,34 @@ typedef struct tr_service_def {
      * req->identity. Synchronous. May be NULL (then every credentialed route
      * answers 401). *why gets a short client-safe reason for TR_AUTH_INVALID. */
     tr_auth_result_t (*authenticate)(tr_req_t *req, const char **why);
+
+    /* ---- optional hooks for services that are not ordinary (the gateway) ---- */
+
+    /* A service without a database: no migrations, no store per worker
+     * (tr_worker_store() is NULL), and /readyz asks the ready hook only. */
+    bool no_store;
+    /* Requests the route table does not match go to on_headers when their
+     * head is complete (server.h, HEADER-TIME HOOK); the requests it claims
+     * then go to handle_claimed (req->route NULL). Both or neither. */
+    int (*on_headers)(tr_req_t *req, tr_body_mode_t *mode, size_t *max_body);
+    tr_handler_fn handle_claimed;
+    /* Called instead of the kit's access log line and request metrics for
+     * requests with req->route NULL (claimed ones and the server's own
+     * 400/404/405/408/413/431/503 answers). NULL: the kit logs them with
+     * route "unmatched". */
+    void (*on_complete)(tr_req_t *req, int status, size_t bytes_sent, double seconds);
+    /* Readiness for /readyz (after the database check when there is a
+     * database): returns 0 when ready, else non-zero with *why a short
+     * client-safe reason (answered 503). NULL: ready. Any worker thread. */
+    int (*ready)(tr_service_t *svc, const char **why);
+    /* Replaces the built-in /healthz handler (which answers {"status":"ok"}). */
+    tr_handler_fn healthz;
+    /* Appends service-specific exposition text to /metrics after the
+     * registry's. Returns 0 or TR_ETOOBIG. Any worker thread. */
+    int (*metrics_extra)(tr_buf_t *out, uint64_t now_ms);
+    /* SIGHUP: called on the main thread while the server runs. NULL: SIGHUP
+     * keeps its default action. */
+    void (*reload)(tr_service_t *svc);
 } tr_service_def_t;
 
 struct tr_service {
@@ -60,7 +97,7 @@ struct tr_service {
     tr_config_t *config;
     char *data_dir; /* absolute, created 0700 */
     char *db_url;
-    void *state;    /* the service's process-wide state (set in init) */
+    void *state; /* the service's process-wide state (set in init) */
     tr_server_t *server;
 };
 
@@ -78,5 +115,20 @@ tr_store_t *tr_req_store(const tr_req_t *req);
 
 /* True when role is listed in the comma-separated roles list. */
 bool tr_role_allowed(const char *roles, const char *role);
+
+/* INTERNAL ROUTES. A route whose pattern starts with "/internal/" is for
+ * other services only: the runner answers 401 (error envelope) unless the
+ * request carries "X-Internal-Token" equal, compared in constant time, to
+ * the shared secret <data>/secrets/internal_token (or --internal-token /
+ * TRELLIS_INTERNAL_TOKEN), which it loads at start when the service has
+ * such a route. Callers load the same secret with tr_service_internal_token. */
+#define TR_INTERNAL_TOKEN_HEADER "X-Internal-Token"
+
+/* The option every service declares for that secret ("internal-token"). */
+extern const tr_option_t tr_service_options[];
+
+/* Loads (creating it when absent) the internal token for svc into *out
+ * (malloc'ed). Returns 0 or a negative errno. */
+int tr_service_internal_token(const tr_service_t *svc, char **out);
 
 #endif

@@ -20,9 +20,9 @@
 #include "kit/http.h"
 
 typedef struct tr_fields {
-    json_t *details;  /* array of {"field","issue"}; NULL while empty */
+    json_t *details;     /* array of {"field","issue"}; NULL while empty */
     const char *message; /* first top-level problem (e.g. body not JSON) */
-    tr_err_t err;     /* TR_ERR_INVALID_ARGUMENT or TR_ERR_UNSUPPORTED_MEDIA_TYPE */
+    tr_err_t err;        /* TR_ERR_INVALID_ARGUMENT or TR_ERR_UNSUPPORTED_MEDIA_TYPE */
 } tr_fields_t;
 
 void tr_fields_init(tr_fields_t *f);

@@ -5,7 +5,7 @@
  * AUTHENTICATION. Two credentials are accepted:
  *   - "Authorization: Bearer <JWT>": the token is verified with the pinned
  *     algorithm (signature, exp, nbf, iss, aud) -- or found already verified
- *     in the worker's memo (auth_jwtcache.c) -- then one primary-key join
+ *     in the worker's memo (kit/jwtcache.c) -- then one primary-key join
  *     checks that the session it names ("sid") still exists, is not revoked
  *     and belongs to "sub", and that the user is not banned. The role comes
  *     from that row, not from the token, so a role change or a ban acts on
@@ -33,13 +33,15 @@
 #include <time.h>
 
 #include "kit/alloc.h"
+#include "kit/jwtcache.h"
 #include "kit/log.h"
 
 /* The number of files in migrations/. The generated count cannot appear in
  * a constant initializer, so init and a unit test check that they agree. */
-#define AUTH_SCHEMA_VERSION 1
+#define AUTH_SCHEMA_VERSION 2
 
-#define API_KEY_TOUCH_MS 60000
+#define API_KEY_TOUCH_MS     60000
+#define AUTH_JWT_CACHE_SLOTS 256 /* verified access tokens remembered per worker */
 
 static const tr_route_t auth_routes[] = {
     /* accounts and tokens (auth_tokens.c) */
@@ -70,6 +72,10 @@ static const tr_route_t auth_routes[] = {
     {"PATCH", "/api/auth/users/{id}", auth_handle_user_patch, TR_AUTH_REQUIRED, "admin",
      AUTH_MAX_BODY},
     {"GET", "/api/auth/admin/outbox", auth_handle_outbox_list, TR_AUTH_REQUIRED, "admin", 0},
+    /* for the gateway only; the kit checks the internal token (auth_edge.c) */
+    {"GET", "/internal/revocations", auth_handle_internal_revocations, TR_AUTH_NONE, NULL, 0},
+    {"POST", "/internal/api-keys/verify", auth_handle_internal_api_key_verify, TR_AUTH_NONE, NULL,
+     AUTH_MAX_BODY},
 };
 
 static const tr_option_t auth_options[] = {
@@ -124,16 +130,16 @@ static bool claim_uuid(const json_t *claims, const char *name, char out[TR_UUID_
 
 /* Verifies the token (or finds it verified in this worker's cache) and
  * extracts sub, sid and exp. Returns NULL or the reason it is refused. */
-static const char *verify_access_token(tr_req_t *req, const char *token, auth_claims_t *out)
+static const char *verify_access_token(tr_req_t *req, const char *token, tr_jwt_cached_t *out)
 {
     const auth_state_t *st = auth_state_of(req);
-    auth_jwt_cache_t *cache = req->worker->state;
+    tr_jwt_cache_t *cache = req->worker->state;
     int64_t now = (int64_t)time(NULL);
     size_t len = strlen(token);
     const char *reason = NULL;
     json_t *claims = NULL;
 
-    if (cache && auth_jwt_cache_get(cache, token, len, now, out)) return NULL;
+    if (cache && tr_jwt_cache_get(cache, token, len, now, out)) return NULL;
     if (tr_jwt_verify(st->jwt, token, now, &claims, &reason) != 0)
         return reason ? reason : "invalid token";
     const json_t *exp = json_object_get(claims, "exp");
@@ -142,7 +148,7 @@ static const char *verify_access_token(tr_req_t *req, const char *token, auth_cl
         reason = "token lacks sub, sid or exp";
     } else {
         out->exp = (int64_t)json_number_value(exp);
-        if (cache) auth_jwt_cache_put(cache, token, len, out);
+        if (cache) tr_jwt_cache_put(cache, token, len, out);
     }
     json_decref(claims);
     return reason;
@@ -154,7 +160,7 @@ static tr_auth_result_t authenticate_bearer(tr_req_t *req, const char *authoriza
     const auth_state_t *st = auth_state_of(req);
     tr_identity_t *id = &req->identity;
     tr_rows_t *rows = NULL;
-    auth_claims_t claims;
+    tr_jwt_cached_t claims;
     const char *reason = NULL;
     tr_auth_result_t result = TR_AUTH_INVALID;
 
@@ -311,20 +317,24 @@ static void auth_close(tr_service_t *svc)
     svc->state = NULL;
 }
 
+/* Returns -EINVAL only for unusable option values, so that the runner exits
+ * 2 for them and 1 for everything else (see tr_service_def_t.init). */
 static int auth_init(tr_service_t *svc)
 {
     char err[256] = "";
     char dummy[33];
-    int rc = -EINVAL;
+    int rc;
     auth_state_t *st = tr_xcalloc(1, sizeof(*st));
     svc->state = st;
 
     if (svc->def->nmigrations != auth_migrations_count) {
+        /* A defect of this build, not of its configuration. */
         tr_log_error("auth: %zu migrations embedded but %zu declared (AUTH_SCHEMA_VERSION)",
                      auth_migrations_count, svc->def->nmigrations);
+        rc = -EPROTO;
         goto out;
     }
-    if (auth_settings_load(svc->config, &st->cfg, err, sizeof(err)) != 0) {
+    if ((rc = auth_settings_load(svc->config, &st->cfg, err, sizeof(err))) != 0) {
         tr_log_error("%s", err);
         goto out;
     }
@@ -346,13 +356,13 @@ out:
 
 static int auth_worker_init(tr_worker_t *w)
 {
-    w->state = auth_jwt_cache_new();
+    w->state = tr_jwt_cache_new(AUTH_JWT_CACHE_SLOTS);
     return 0;
 }
 
 static void auth_worker_close(tr_worker_t *w)
 {
-    auth_jwt_cache_free(w->state);
+    tr_jwt_cache_free(w->state);
     w->state = NULL;
 }
 

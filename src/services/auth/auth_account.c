@@ -46,12 +46,25 @@ void auth_handle_validate(tr_req_t *req)
 
 /* ---- sessions --------------------------------------------------------------- */
 
+static json_t *session_json(tr_req_t *req, tr_rows_t *rows)
+{
+    const char *sid = tr_rows_text(rows, 0);
+    json_t *s = json_object();
+    json_object_set_new(s, "id", json_string(sid));
+    json_object_set_new(s, "created_at", auth_time_json(tr_rows_int(rows, 1)));
+    json_object_set_new(s, "last_used_at", auth_time_json(tr_rows_int(rows, 2)));
+    json_object_set_new(s, "expires_at", auth_time_json(tr_rows_int(rows, 3)));
+    json_object_set_new(s, "user_agent", json_string(tr_rows_text(rows, 4)));
+    json_object_set_new(s, "ip", json_string(tr_rows_text(rows, 5)));
+    json_object_set_new(s, "current", json_boolean(strcmp(sid, req->identity.session_id) == 0));
+    return s;
+}
+
 void auth_handle_sessions_list(tr_req_t *req)
 {
     tr_store_t *db = tr_req_store(req);
     const char *cursor;
-    char next[TR_UUID_LEN + 1] = "";
-    int limit, count = 0, rc;
+    int limit, rc;
     tr_rows_t *rows = NULL;
 
     if (!auth_page_from_query(req, &limit, &cursor)) return;
@@ -69,32 +82,7 @@ void auth_handle_sessions_list(tr_req_t *req)
                             "FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND "
                             "expires_at > $2 ORDER BY id DESC LIMIT $3",
                             "tii", req->identity.user_id, now, (int64_t)limit + 1);
-    if (rc != 0) {
-        auth_respond_store_error(req, rc, "sessions");
-        return;
-    }
-    json_t *data = json_array();
-    while ((rc = tr_rows_next(rows)) == 1) {
-        const char *sid = tr_rows_text(rows, 0);
-        if (++count > limit) break;
-        snprintf(next, sizeof(next), "%s", sid);
-        json_t *s = json_object();
-        json_object_set_new(s, "id", json_string(sid));
-        json_object_set_new(s, "created_at", auth_time_json(tr_rows_int(rows, 1)));
-        json_object_set_new(s, "last_used_at", auth_time_json(tr_rows_int(rows, 2)));
-        json_object_set_new(s, "expires_at", auth_time_json(tr_rows_int(rows, 3)));
-        json_object_set_new(s, "user_agent", json_string(tr_rows_text(rows, 4)));
-        json_object_set_new(s, "ip", json_string(tr_rows_text(rows, 5)));
-        json_object_set_new(s, "current", json_boolean(strcmp(sid, req->identity.session_id) == 0));
-        json_array_append_new(data, s);
-    }
-    tr_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
-        auth_respond_store_error(req, rc, "sessions");
-        return;
-    }
-    auth_respond_list(req, data, count > limit ? next : NULL);
+    auth_respond_page(req, rc, rows, limit, session_json, "sessions");
 }
 
 void auth_handle_session_revoke(tr_req_t *req)
@@ -112,11 +100,7 @@ void auth_handle_session_revoke(tr_req_t *req)
                        "AND revoked_at IS NULL AND expires_at > $1",
                        "itt", now, sid, req->identity.user_id);
     if (rc == 0 && changes == 1) rc = auth_session_revoke(db, sid, now, NULL);
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
-        goto fail;
-    }
+    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
     if (changes != 1) {
         tr_respond_error(req, TR_ERR_NOT_FOUND, "session not found", NULL);
         return;
@@ -143,8 +127,7 @@ static void change_hashed(void *arg, int rc, const char *encoded)
     const char *current = req->identity.session_id[0] ? req->identity.session_id : NULL;
 
     if (rc != 0) {
-        tr_log_error("password change: hashing failed (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+        auth_respond_internal_error(req, "password change: hashing failed", rc);
         return;
     }
     int64_t now = tr_now_ms();
@@ -153,11 +136,7 @@ static void change_hashed(void *arg, int rc, const char *encoded)
                        "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3", "tit",
                        encoded, now, ctx->user.id);
     if (rc == 0) rc = auth_sessions_revoke_all(db, ctx->user.id, current, now);
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
-        goto fail;
-    }
+    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
     tr_counter_inc(auth_state_of(req)->m.password_changes, NULL);
     tr_respond_json(req, 204, NULL);
     return;
@@ -182,20 +161,16 @@ static void change_verified(void *arg, bool match)
     int rc = tr_password_hash_async(req->worker->loop, ctx->new_password, len,
                                     &auth_state_of(req)->cfg.pwhash, change_hashed, ctx);
     sodium_memzero(ctx->new_password, len);
-    if (rc != 0) {
-        tr_log_error("password change: cannot queue hashing (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
-    }
+    if (rc != 0) auth_respond_internal_error(req, "password change: cannot queue hashing", rc);
 }
 
 void auth_handle_password_change(tr_req_t *req)
 {
-    change_ctx_t *ctx = tr_req_alloc(req, sizeof(*ctx));
+    change_ctx_t *ctx = auth_req_zalloc(req, sizeof(*ctx));
     const char *current = NULL, *fresh = NULL;
     tr_fields_t f;
     int rc;
 
-    memset(ctx, 0, sizeof(*ctx));
     ctx->req = req;
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
@@ -212,8 +187,7 @@ void auth_handle_password_change(tr_req_t *req)
                                   strlen(current), change_verified, ctx);
     if (rc != 0) {
         sodium_memzero(ctx->new_password, strlen(ctx->new_password));
-        tr_log_error("password change: cannot queue password check (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+        auth_respond_internal_error(req, "password change: cannot queue password check", rc);
     }
 out:
     json_decref(body);
@@ -239,15 +213,10 @@ static int reset_token_issue(tr_store_t *db, const auth_state_t *st, const auth_
                        "DELETE FROM password_resets WHERE user_id = $1 AND "
                        "(used_at IS NOT NULL OR expires_at <= $2)",
                        "ti", u->id, now);
-    if (rc == 0)
+    if (rc == 0) {
         rc = tr_store_query(db, &rows, "SELECT COUNT(*) FROM password_resets WHERE user_id = $1",
                             "t", u->id);
-    if (rc == 0) {
-        if ((rc = tr_rows_next(rows)) == 1) {
-            pending = tr_rows_int(rows, 0);
-            rc = 0;
-        }
-        tr_rows_free(rows);
+        rc = auth_rows_first_int(rc, rows, &pending);
     }
     if (rc == 0 && pending < AUTH_MAX_PENDING_RESETS) {
         tr_token_generate(token);
@@ -278,11 +247,7 @@ static int reset_token_issue(tr_store_t *db, const auth_state_t *st, const auth_
                                "ttti", msg_id, u->email, payload, now);
         *issued = rc == 0;
     }
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
-        *issued = false;
-    }
+    if ((rc = auth_tx_finish(db, rc)) != 0) *issued = false;
     if (payload) {
         sodium_memzero(payload, strlen(payload));
         free(payload);
@@ -343,8 +308,7 @@ static void reset_hashed(void *arg, int rc, const char *encoded)
     int64_t changes = 0;
 
     if (rc != 0) {
-        tr_log_error("password reset: hashing failed (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+        auth_respond_internal_error(req, "password reset: hashing failed", rc);
         return;
     }
     int64_t now = tr_now_ms();
@@ -389,14 +353,13 @@ void auth_handle_password_reset(tr_req_t *req)
 {
     auth_state_t *st = auth_state_of(req);
     tr_store_t *db = tr_req_store(req);
-    reset_ctx_t *ctx = tr_req_alloc(req, sizeof(*ctx));
+    reset_ctx_t *ctx = auth_req_zalloc(req, sizeof(*ctx));
     const char *token = NULL, *password = NULL;
     tr_rows_t *rows = NULL;
     bool valid = false;
     tr_fields_t f;
     int rc;
 
-    memset(ctx, 0, sizeof(*ctx));
     ctx->req = req;
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
@@ -430,10 +393,7 @@ void auth_handle_password_reset(tr_req_t *req)
     }
     rc = tr_password_hash_async(req->worker->loop, password, strlen(password), &st->cfg.pwhash,
                                 reset_hashed, ctx);
-    if (rc != 0) {
-        tr_log_error("password reset: cannot queue hashing (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
-    }
+    if (rc != 0) auth_respond_internal_error(req, "password reset: cannot queue hashing", rc);
 out:
     json_decref(body);
 }

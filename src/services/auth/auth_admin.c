@@ -24,14 +24,20 @@
 
 /* ---- users ------------------------------------------------------------------ */
 
+static json_t *user_row_json(tr_req_t *req, tr_rows_t *rows)
+{
+    auth_user_t u;
+    (void)req;
+    auth_user_from_row(rows, &u);
+    return auth_user_json(&u);
+}
+
 void auth_handle_users_list(tr_req_t *req)
 {
     tr_store_t *db = tr_req_store(req);
     const char *cursor;
-    char next[TR_UUID_LEN + 1] = "";
-    int limit, count = 0, rc;
+    int limit, rc;
     tr_rows_t *rows = NULL;
-    auth_user_t u;
 
     if (!auth_page_from_query(req, &limit, &cursor)) return;
     /* Oldest first: UUIDv7 ids sort by creation time. */
@@ -44,23 +50,7 @@ void auth_handle_users_list(tr_req_t *req)
         rc = tr_store_query(db, &rows,
                             "SELECT " AUTH_USER_COLUMNS " FROM users ORDER BY id LIMIT $1", "i",
                             (int64_t)limit + 1);
-    if (rc != 0) {
-        auth_respond_store_error(req, rc, "list users");
-        return;
-    }
-    json_t *data = json_array();
-    while ((rc = tr_rows_next(rows)) == 1 && ++count <= limit) {
-        auth_user_from_row(rows, &u);
-        memcpy(next, u.id, sizeof(next));
-        json_array_append_new(data, auth_user_json(&u));
-    }
-    tr_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
-        auth_respond_store_error(req, rc, "list users");
-        return;
-    }
-    auth_respond_list(req, data, count > limit ? next : NULL);
+    auth_respond_page(req, rc, rows, limit, user_row_json, "list users");
 }
 
 void auth_handle_user_patch(tr_req_t *req)
@@ -116,11 +106,7 @@ void auth_handle_user_patch(tr_req_t *req)
                            "tiiit", u.role, (int64_t)u.banned, (int64_t)u.approved, now, u.id);
     }
     if (rc == 0 && newly_banned) rc = auth_sessions_revoke_all(db, u.id, NULL, now);
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
-        goto fail;
-    }
+    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
     if (newly_banned) tr_counter_inc(st->m.bans, NULL);
     tr_respond_json(req, 200, auth_user_json(&u));
     goto out;

@@ -52,13 +52,7 @@ void auth_handle_api_key_create(tr_req_t *req)
     rc = tr_store_query(db, &rows,
                         "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL",
                         "t", req->identity.user_id);
-    if (rc == 0) {
-        if ((rc = tr_rows_next(rows)) == 1) {
-            live = tr_rows_int(rows, 0);
-            rc = 0;
-        }
-        tr_rows_free(rows);
-    }
+    rc = auth_rows_first_int(rc, rows, &live);
     if (rc == 0 && live >= AUTH_MAX_API_KEYS) {
         tr_store_rollback(db);
         tr_respond_error(req, TR_ERR_CONFLICT, "too many API keys; revoke one first", NULL);
@@ -74,11 +68,7 @@ void auth_handle_api_key_create(tr_req_t *req)
                            "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
                            "VALUES ($1, $2, $3, $4, $5, $6)",
                            "ttttti", id, req->identity.user_id, name, prefix, hash, now);
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
-        goto fail;
-    }
+    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
     json_t *k = key_json(id, name, prefix, now, 0);
     json_object_set_new(k, "key", json_string(key));
     sodium_memzero(key, sizeof(key));
@@ -92,12 +82,18 @@ out:
     json_decref(body);
 }
 
+static json_t *key_row_json(tr_req_t *req, tr_rows_t *rows)
+{
+    (void)req;
+    return key_json(tr_rows_text(rows, 0), tr_rows_text(rows, 1), tr_rows_text(rows, 2),
+                    tr_rows_int(rows, 3), tr_rows_int(rows, 4));
+}
+
 void auth_handle_api_keys_list(tr_req_t *req)
 {
     tr_store_t *db = tr_req_store(req);
     const char *cursor;
-    char next[TR_UUID_LEN + 1] = "";
-    int limit, count = 0, rc;
+    int limit, rc;
     tr_rows_t *rows = NULL;
 
     if (!auth_page_from_query(req, &limit, &cursor)) return;
@@ -112,23 +108,7 @@ void auth_handle_api_keys_list(tr_req_t *req)
                             "SELECT id, name, prefix, created_at, last_used_at FROM api_keys "
                             "WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT $2",
                             "ti", req->identity.user_id, (int64_t)limit + 1);
-    if (rc != 0) {
-        auth_respond_store_error(req, rc, "list API keys");
-        return;
-    }
-    json_t *data = json_array();
-    while ((rc = tr_rows_next(rows)) == 1 && ++count <= limit) {
-        snprintf(next, sizeof(next), "%s", tr_rows_text(rows, 0));
-        json_array_append_new(data, key_json(next, tr_rows_text(rows, 1), tr_rows_text(rows, 2),
-                                             tr_rows_int(rows, 3), tr_rows_int(rows, 4)));
-    }
-    tr_rows_free(rows);
-    if (rc < 0) {
-        json_decref(data);
-        auth_respond_store_error(req, rc, "list API keys");
-        return;
-    }
-    auth_respond_list(req, data, count > limit ? next : NULL);
+    auth_respond_page(req, rc, rows, limit, key_row_json, "list API keys");
 }
 
 void auth_handle_api_key_revoke(tr_req_t *req)

@@ -1,6 +1,7 @@
 /*
  * auth_common.c - pieces every auth handler file uses: loading users, the
- * public JSON shapes, list paging and session revocation.
+ * public JSON shapes, list paging, error answers, transaction endings and
+ * session revocation.
  *
  * Revoking a session also deletes its refresh tokens: the revoked session
  * row alone already rejects its access tokens and makes any of its refresh
@@ -78,6 +79,11 @@ json_t *auth_user_json(const auth_user_t *u)
     return o;
 }
 
+void *auth_req_zalloc(tr_req_t *req, size_t size)
+{
+    return memset(tr_req_alloc(req, size), 0, size);
+}
+
 void auth_respond_store_error(tr_req_t *req, int rc, const char *what)
 {
     tr_log_error("%s: database error %d: %s", what, rc, tr_store_errmsg(tr_req_store(req)));
@@ -85,6 +91,30 @@ void auth_respond_store_error(tr_req_t *req, int rc, const char *what)
         tr_respond_error(req, TR_ERR_UNAVAILABLE, "database busy, try again", NULL);
     else
         tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+}
+
+void auth_respond_internal_error(tr_req_t *req, const char *what, int rc)
+{
+    tr_log_error("%s (%d)", what, rc);
+    tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+}
+
+int auth_tx_finish(tr_store_t *db, int rc)
+{
+    if (rc == 0) rc = tr_store_commit(db);
+    if (rc != 0) tr_store_rollback(db);
+    return rc;
+}
+
+int auth_rows_first_int(int rc, tr_rows_t *rows, int64_t *out)
+{
+    if (rc != 0) return rc;
+    if ((rc = tr_rows_next(rows)) == 1) {
+        *out = tr_rows_int(rows, 0);
+        rc = 0;
+    }
+    tr_rows_free(rows);
+    return rc;
 }
 
 bool auth_page_from_query(tr_req_t *req, int *limit, const char **cursor)
@@ -114,6 +144,29 @@ void auth_respond_list(tr_req_t *req, json_t *data, const char *next_cursor)
     json_object_set_new(body, "data", data);
     json_object_set_new(body, "next_cursor", next_cursor ? json_string(next_cursor) : json_null());
     tr_respond_json(req, 200, body);
+}
+
+void auth_respond_page(tr_req_t *req, int rc, tr_rows_t *rows, int limit,
+                       auth_row_json_fn *row_json, const char *what)
+{
+    char next[TR_UUID_LEN + 1] = "";
+    json_t *data = NULL;
+    int count = 0;
+
+    if (rc != 0) goto fail;
+    data = json_array();
+    /* The extra row only tells that another page exists. */
+    while ((rc = tr_rows_next(rows)) == 1 && ++count <= limit) {
+        snprintf(next, sizeof(next), "%s", tr_rows_text(rows, 0));
+        json_array_append_new(data, row_json(req, rows));
+    }
+    tr_rows_free(rows);
+    if (rc < 0) goto fail;
+    auth_respond_list(req, data, count > limit ? next : NULL);
+    return;
+fail:
+    json_decref(data);
+    auth_respond_store_error(req, rc, what);
 }
 
 int auth_session_revoke(tr_store_t *db, const char *session_id, int64_t now_ms, int64_t *changes)

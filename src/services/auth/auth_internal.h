@@ -7,12 +7,14 @@
  *   auth.c          options, route table, init/close, the authenticate hook
  *   auth_policy.c   pure decisions: roles, lockout window, refresh rotation,
  *                   paging limits, token formats, option validation
- *   auth_common.c   user records, JSON shapes, paging, session revocation
+ *   auth_common.c   user records, JSON shapes, paging, error answers,
+ *                   transaction endings, session revocation
  *   auth_tokens.c   register, login, refresh, logout, JWKS; issuing pairs
  *   auth_account.c  me, validate, sessions, password change/forgot/reset
  *   auth_admin.c    user administration and the outbox (API and CLI)
  *   auth_apikeys.c  API keys
- *   auth_jwtcache.c per-worker memo of verified access tokens
+ *   auth_edge.c     internal endpoints for the gateway: revocation feed,
+ *                   API key verification
  */
 #ifndef TR_SERVICES_AUTH_INTERNAL_H
 #define TR_SERVICES_AUTH_INTERNAL_H
@@ -100,27 +102,6 @@ typedef struct auth_pair {
     char session_id[TR_UUID_LEN + 1];
     char refresh_token[TR_TOKEN_CHARS + 1];
 } auth_pair_t;
-
-/* The claims the authenticator needs from a verified access token. */
-typedef struct auth_claims {
-    char sub[TR_UUID_LEN + 1];
-    char sid[TR_UUID_LEN + 1];
-    int64_t exp; /* unix seconds */
-} auth_claims_t;
-
-/* ---- auth_jwtcache.c: per worker, used only by its loop thread ------------ */
-
-typedef struct auth_jwt_cache auth_jwt_cache_t;
-
-auth_jwt_cache_t *auth_jwt_cache_new(void);
-void auth_jwt_cache_free(auth_jwt_cache_t *c);
-/* True, with the claims, when this exact token was verified before and its
- * exp is still after now_s. */
-bool auth_jwt_cache_get(auth_jwt_cache_t *c, const char *token, size_t len, int64_t now_s,
-                        auth_claims_t *out);
-/* Remembers a token that tr_jwt_verify accepted (copied). */
-void auth_jwt_cache_put(auth_jwt_cache_t *c, const char *token, size_t len,
-                        const auth_claims_t *claims);
 
 /* ---- auth_policy.c: pure functions ---------------------------------------- */
 
@@ -211,13 +192,34 @@ json_t *auth_user_json(const auth_user_t *u);
 /* RFC 3339 string for unix ms, JSON null for 0. New reference. */
 json_t *auth_time_json(int64_t ms);
 
+/* Zeroed memory from the request's arena (see tr_req_alloc). */
+void *auth_req_zalloc(tr_req_t *req, size_t size);
 /* Logs a store failure and answers 503 (busy) or 500. */
 void auth_respond_store_error(tr_req_t *req, int rc, const char *what);
+/* Logs "what (rc)" and answers 500, for failures a client cannot cause
+ * (hashing, queueing work on the pool, signing). */
+void auth_respond_internal_error(tr_req_t *req, const char *what, int rc);
+
+/* Ends the transaction the caller began: commits when rc is 0, and rolls
+ * back when rc or the commit failed. Returns rc, or the commit's error. */
+int auth_tx_finish(tr_store_t *db, int rc);
+/* Finishes a one-value query: when rc (tr_store_query's result) is 0, reads
+ * the integer in the first column of the first row into *out (untouched
+ * when there is no row) and frees rows. Returns rc or the row error. */
+int auth_rows_first_int(int rc, tr_rows_t *rows, int64_t *out);
 /* Reads ?limit= and ?cursor= (a UUID: the last id of the previous page).
  * Answers 400 and returns false when either is malformed. */
 bool auth_page_from_query(tr_req_t *req, int *limit, const char **cursor);
 /* Answers 200 {"data": data, "next_cursor": next or null}; data is stolen. */
 void auth_respond_list(tr_req_t *req, json_t *data, const char *next_cursor);
+/* The JSON of the current row of a listing (a new reference). */
+typedef json_t *auth_row_json_fn(tr_req_t *req, tr_rows_t *rows);
+/* Answers one page of a listing from a query that asked for limit + 1 rows
+ * whose first column is the row's id (the cursor): rc is the query's
+ * result, and a failure of the query or of a row answers as
+ * auth_respond_store_error(what). Frees rows. */
+void auth_respond_page(tr_req_t *req, int rc, tr_rows_t *rows, int limit,
+                       auth_row_json_fn *row_json, const char *what);
 
 /* Revokes one session and drops its refresh tokens. *changes (may be NULL)
  * is 1 when the session was live. */
@@ -259,5 +261,8 @@ void auth_handle_outbox_list(tr_req_t *req);
 void auth_handle_api_key_create(tr_req_t *req);
 void auth_handle_api_keys_list(tr_req_t *req);
 void auth_handle_api_key_revoke(tr_req_t *req);
+
+void auth_handle_internal_revocations(tr_req_t *req);
+void auth_handle_internal_api_key_verify(tr_req_t *req);
 
 #endif

@@ -82,8 +82,7 @@ void auth_respond_pair(tr_req_t *req, int status, const auth_user_t *u, const au
     int rc = tr_jwt_sign(st->jwt, claims, st->cfg.access_ttl_s, &access);
     json_decref(claims);
     if (rc != 0) {
-        tr_log_error("cannot sign access token (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+        auth_respond_internal_error(req, "cannot sign access token", rc);
         return;
     }
     json_t *body = json_object();
@@ -115,8 +114,7 @@ static void register_hashed(void *arg, int rc, const char *encoded)
     auth_pair_t pair;
 
     if (rc != 0) {
-        tr_log_error("register: password hashing failed (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+        auth_respond_internal_error(req, "register: password hashing failed", rc);
         return;
     }
     tr_uuid7(u.id);
@@ -131,9 +129,7 @@ static void register_hashed(void *arg, int rc, const char *encoded)
                        "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 0, 1, $6, $6)",
                        "ttttti", u.id, u.email, u.name, u.password_hash, u.role, u.created_at);
     if (rc == 0) rc = auth_session_open(db, st, req, u.id, u.created_at, &pair);
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
+    if ((rc = auth_tx_finish(db, rc)) != 0) {
         if (rc == TR_STORE_ECONSTRAINT) {
             tr_respond_error(req, TR_ERR_ALREADY_EXISTS, "an account with this email exists", NULL);
             return;
@@ -150,12 +146,11 @@ fail:
 void auth_handle_register(tr_req_t *req)
 {
     auth_state_t *st = auth_state_of(req);
-    register_ctx_t *ctx = tr_req_alloc(req, sizeof(*ctx));
+    register_ctx_t *ctx = auth_req_zalloc(req, sizeof(*ctx));
     const char *password = NULL, *name = NULL;
     tr_fields_t f;
     int rc;
 
-    memset(ctx, 0, sizeof(*ctx));
     ctx->req = req;
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
@@ -182,10 +177,7 @@ void auth_handle_register(tr_req_t *req)
     }
     rc = tr_password_hash_async(req->worker->loop, password, strlen(password), &st->cfg.pwhash,
                                 register_hashed, ctx);
-    if (rc != 0) {
-        tr_log_error("register: cannot queue password hashing (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
-    }
+    if (rc != 0) auth_respond_internal_error(req, "register: cannot queue password hashing", rc);
 out:
     json_decref(body);
 }
@@ -238,9 +230,7 @@ static int login_admit(tr_req_t *req, const char *email, int64_t now, int64_t *r
             rc = tr_store_exec(db, NULL, "DELETE FROM login_failures WHERE at_ms <= $1", "i",
                                cutoff);
     }
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) tr_store_rollback(db);
-    return rc;
+    return auth_tx_finish(db, rc);
 }
 
 static void login_verified(void *arg, bool match)
@@ -273,11 +263,7 @@ static void login_verified(void *arg, bool match)
                            "(revoked_at IS NOT NULL OR expires_at <= $2)",
                            "ti", ctx->user.id, now);
     if (rc == 0) rc = auth_session_open(db, st, req, ctx->user.id, now, &pair);
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) {
-        tr_store_rollback(db);
-        goto fail;
-    }
+    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
     count_login(st, "success");
     auth_respond_pair(req, 200, &ctx->user, &pair);
     return;
@@ -288,13 +274,12 @@ fail:
 void auth_handle_login(tr_req_t *req)
 {
     auth_state_t *st = auth_state_of(req);
-    login_ctx_t *ctx = tr_req_alloc(req, sizeof(*ctx));
+    login_ctx_t *ctx = auth_req_zalloc(req, sizeof(*ctx));
     const char *password = NULL;
     int64_t retry_after = 0;
     tr_fields_t f;
     int rc;
 
-    memset(ctx, 0, sizeof(*ctx));
     ctx->req = req;
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
@@ -326,10 +311,7 @@ void auth_handle_login(tr_req_t *req)
     rc = tr_password_verify_async(req->worker->loop,
                                   ctx->known ? ctx->user.password_hash : st->dummy_hash, password,
                                   strlen(password), login_verified, ctx);
-    if (rc != 0) {
-        tr_log_error("login: cannot queue password check (%d)", rc);
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
-    }
+    if (rc != 0) auth_respond_internal_error(req, "login: cannot queue password check", rc);
 out:
     json_decref(body);
 }

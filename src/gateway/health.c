@@ -1,0 +1,59 @@
+/*
+ * health.c - the gateway's own probes and metrics.
+ *
+ * /healthz aggregates: each upstream of the current routes table is "up"
+ * when a request could be sent to it now (an instance is healthy and not
+ * ejected, and its breaker is not open: tr_upstream_available) and "down"
+ * otherwise. The answer is 503 with "status": "degraded" while an upstream
+ * marked "required" in the routes file is down, else 200 "ok". Services
+ * that are simply not deployed (a `trellis up --only gateway,auth`) show as
+ * "down" without making the gateway unhealthy.
+ *
+ * /readyz is "the routes are loaded": the gateway can answer (503s
+ * included) from the moment it listens, and readiness must not wait for
+ * upstreams or `trellis up` could never start services that depend on each
+ * other.
+ *
+ * /metrics appends the per-upstream state the kit's registry cannot express
+ * (breaker state, instance health and ejection, latency histograms).
+ */
+#include "gateway/gateway_internal.h"
+
+#include <string.h>
+
+void gw_handle_healthz(tr_req_t *req)
+{
+    gw_worker_t *gw = gw_worker_of(req);
+    gw_hold_t *h = gw_hold_current(gw);
+    const gw_live_t *live = h->live;
+    uint64_t now = uv_now(req->worker->loop);
+    json_t *services = json_object();
+    bool degraded = false;
+
+    for (size_t i = 0; i < live->table->nupstreams; i++) {
+        const gw_upstream_ref_t *u = live->ups[i];
+        bool up = tr_upstream_available(u->up, now);
+        if (!up && u->required) degraded = true;
+        json_object_set_new(services, u->name, json_string(up ? "up" : "down"));
+    }
+    json_t *body = json_object();
+    json_object_set_new(body, "status", json_string(degraded ? "degraded" : "ok"));
+    json_object_set_new(body, "services", services);
+    tr_res_header(req, "Cache-Control", "no-store");
+    tr_respond_json(req, degraded ? 503 : 200, body);
+}
+
+int gw_ready(tr_service_t *svc, const char **why)
+{
+    gw_state_t *st = svc->state;
+    if (!st || atomic_load_explicit(&st->generation, memory_order_acquire) == 0) {
+        *why = "routes not loaded";
+        return -1;
+    }
+    return 0;
+}
+
+int gw_metrics_extra(tr_buf_t *out, uint64_t now_ms)
+{
+    return tr_upstream_render_metrics(out, now_ms);
+}
