@@ -41,40 +41,13 @@
 int gw_edge_auth_init(gw_state_t *st)
 {
     const tr_config_t *cfg = st->svc->config;
-    char err[256] = "";
-    char *secret = NULL;
     int64_t leeway = 0;
-    int rc;
-    tr_jwt_config_t jc = {
-        .alg = tr_config_get(cfg, "jwt-alg"),
-        .private_key_file = tr_config_get(cfg, "jwt-private-key"),
-        .public_key_file = tr_config_get(cfg, "jwt-public-key"),
-        .issuer = tr_config_get(cfg, "jwt-issuer"),
-        .audience = tr_config_get(cfg, "jwt-audience"),
-    };
     if (tr_config_duration_ms(cfg, "jwt-leeway", &leeway) != 0 || leeway < 0 || leeway > 300000) {
         tr_log_error("invalid --jwt-leeway (a duration up to 5m)");
         return -EINVAL;
     }
-    jc.leeway_s = leeway / 1000;
-    if (jc.alg && strcmp(jc.alg, "HS256") == 0) {
-        rc = tr_config_secret(cfg, "jwt-secret", st->svc->data_dir, "jwt_secret", 32, &secret);
-        if (rc != 0) {
-            tr_log_error("cannot load or create the JWT secret: %s", strerror(-rc));
-            return rc;
-        }
-        jc.secret = secret;
-    } else if (!jc.public_key_file && !jc.private_key_file) {
-        tr_log_error("--jwt-alg %s needs --jwt-public-key to verify tokens", jc.alg ? jc.alg : "");
-        return -EINVAL;
-    }
-    rc = tr_jwt_keys_load(&jc, &st->jwt, err, sizeof(err));
-    if (rc != 0) tr_log_error("invalid JWT configuration: %s", err);
-    if (secret) {
-        sodium_memzero(secret, strlen(secret));
-        free(secret);
-    }
-    return rc;
+    /* The gateway only verifies: auth's public key (or shared secret) is enough. */
+    return tr_jwt_keys_from_config(cfg, st->svc->data_dir, false, leeway / 1000, &st->jwt);
 }
 
 static gw_cred_t reject(gw_worker_t *gw, const char **why, const char *reason, const char *label)

@@ -77,8 +77,7 @@ void gw_common_headers(tr_req_t *req)
     gw_state_t *st = gw_state_of(req);
     tr_res_header(req, "X-Content-Type-Options", "nosniff");
     tr_res_header(req, "Referrer-Policy", "no-referrer");
-    /* HSTS belongs to TLS answers only, and the gateway serves plain TCP
-     * (TLS is terminated in front of it); req->tls says so. */
+    /* HSTS belongs to TLS answers only (--tls-cert / --tls-key). */
     if (req->tls) tr_res_header(req, "Strict-Transport-Security", "max-age=31536000");
     if (gw_cors_enabled(&st->cors)) {
         gw_cors_headers_t h;

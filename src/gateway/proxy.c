@@ -497,6 +497,14 @@ static void stage_proxy(gw_call_t *call)
     char *target = tr_req_alloc(req, max);
     tr_client_opts_t o;
 
+    /* The kit cannot hand a TLS connection over as a raw byte pipe
+     * (tr_req_upgrade is -ENOTSUP there), so refuse before the upstream
+     * is asked to switch protocols. */
+    if (call->kind == GW_CALL_WEBSOCKET && req->tls) {
+        end_error(call, TR_ERR_UNAVAILABLE,
+                  "WebSocket over TLS is not supported here; use the plain listener");
+        return;
+    }
     if (gw_route_target(route, &call->match, req->path, path_len, req->query, target, max) < 0) {
         end_error(call, TR_ERR_INVALID_ARGUMENT, "invalid escape in a path parameter");
         return;

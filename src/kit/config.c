@@ -58,6 +58,8 @@ const tr_option_t tr_config_common_options[] = {
     {"header-timeout", "10s", "time to receive request headers (408 beyond)"},
     {"idle-timeout", "60s", "keep-alive idle time before closing"},
     {"drain-timeout", "10s", "time to finish requests on shutdown"},
+    {"tls-cert", NULL, "PEM certificate chain file; with --tls-key, serve HTTPS"},
+    {"tls-key", NULL, "PEM private key file for --tls-cert"},
     {NULL, NULL, NULL},
 };
 

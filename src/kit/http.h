@@ -109,7 +109,7 @@ typedef struct tr_req {
     char request_id[TR_REQUEST_ID_MAX + 1]; /* accepted or generated */
     tr_trace_t trace;
     const char *client_ip; /* peer address as text */
-    bool tls;              /* the connection is TLS; always false (the kit serves plain TCP) */
+    bool tls;              /* the connection is TLS (server tls_cert_file/tls_key_file) */
     int local_port;        /* the server's port the client connected to */
 
     const tr_route_t *route; /* the matched route */
@@ -309,8 +309,9 @@ typedef struct tr_upgrade {
  * handle) and out->pending (free() it). The caller must have closed what it
  * took over when its worker_stop hook returns, or the worker's loop cannot
  * close cleanly. Returns 0, or -EINVAL (request not in that state),
- * -ECONNRESET (the client is gone) or a negative errno from dup(); then
- * nothing changed and the request is still to be answered. */
+ * -ECONNRESET (the client is gone), -ENOTSUP (a TLS connection: its
+ * session state cannot be handed over with the socket) or a negative errno
+ * from dup(); then nothing changed and the request is still to be answered. */
 int tr_req_upgrade(tr_req_t *req, int status, tr_upgrade_t *out);
 
 #endif

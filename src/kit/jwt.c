@@ -63,6 +63,8 @@
 #include <time.h>
 
 #include "kit/alloc.h"
+#include "kit/config.h"
+#include "kit/log.h"
 
 #define MAX_TOKEN        8192
 #define MAX_SEGMENT_BIN  (MAX_TOKEN / 4 * 3 + 3)
@@ -554,4 +556,43 @@ json_t *tr_jwt_jwks(const tr_jwt_keys_t *keys)
     json_t *list = json_array();
     if (keys && keys->jwk) json_array_append_new(list, json_deep_copy(keys->jwk));
     return json_pack("{s:o}", "keys", list);
+}
+
+int tr_jwt_keys_from_config(const tr_config_t *cfg, const char *data_dir, bool for_signing,
+                            int64_t leeway_s, tr_jwt_keys_t **out)
+{
+    char err[256] = "";
+    char *secret = NULL;
+    int rc;
+    tr_jwt_config_t jc = {
+        .alg = tr_config_get(cfg, "jwt-alg"),
+        .private_key_file = tr_config_get(cfg, "jwt-private-key"),
+        .public_key_file = tr_config_get(cfg, "jwt-public-key"),
+        .issuer = tr_config_get(cfg, "jwt-issuer"),
+        .audience = tr_config_get(cfg, "jwt-audience"),
+        .key_id = tr_config_get(cfg, "jwt-key-id"),
+        .leeway_s = leeway_s,
+    };
+    *out = NULL;
+    if (jc.alg && strcmp(jc.alg, "HS256") == 0) {
+        rc = tr_config_secret(cfg, "jwt-secret", data_dir, "jwt_secret", 32, &secret);
+        if (rc != 0) {
+            tr_log_error("cannot load or create the JWT secret: %s", strerror(-rc));
+            return rc;
+        }
+        jc.secret = secret;
+    } else if (for_signing && !jc.private_key_file) {
+        tr_log_error("--jwt-alg %s needs --jwt-private-key to sign tokens", jc.alg ? jc.alg : "");
+        return -EINVAL;
+    } else if (!jc.public_key_file && !jc.private_key_file) {
+        tr_log_error("--jwt-alg %s needs --jwt-public-key to verify tokens", jc.alg ? jc.alg : "");
+        return -EINVAL;
+    }
+    rc = tr_jwt_keys_load(&jc, out, err, sizeof(err));
+    if (rc != 0) tr_log_error("invalid JWT configuration: %s", err);
+    if (secret) {
+        sodium_memzero(secret, strlen(secret));
+        free(secret);
+    }
+    return rc;
 }

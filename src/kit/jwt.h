@@ -11,6 +11,7 @@
 #define TR_JWT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,5 +46,16 @@ int tr_jwt_verify(const tr_jwt_keys_t *keys, const char *token, int64_t now, jso
 /* The JWKS document ({"keys":[...]}) with the public key for RS256/ES256;
  * {"keys":[]} for HS256 (a shared secret is never published). New ref. */
 json_t *tr_jwt_jwks(const tr_jwt_keys_t *keys);
+
+/* Loads keys from a service's jwt-* options (jwt-alg, jwt-secret,
+ * jwt-private-key, jwt-public-key, jwt-issuer, jwt-audience, jwt-key-id).
+ * For HS256 the secret comes from tr_config_secret() (option, else
+ * <data_dir>/secrets/jwt_secret, generated on first use), so every service
+ * sharing a data directory verifies the same tokens. For RS256/ES256 a signer
+ * (for_signing) needs jwt-private-key, a verifier either key file. Problems
+ * are logged. Returns 0 or a negative code (-EINVAL for bad options). */
+struct tr_config;
+int tr_jwt_keys_from_config(const struct tr_config *cfg, const char *data_dir, bool for_signing,
+                            int64_t leeway_s, tr_jwt_keys_t **out);
 
 #endif

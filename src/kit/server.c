@@ -92,6 +92,22 @@
  * libuv removes the fd from epoll before closing it, so the duplicate is
  * not haunted by the old registration.
  *
+ * TLS (tls.h). A TLS connection differs from a plain one at three points
+ * only, so plain connections run exactly the code they ran before: on_read
+ * hands ciphertext to tls_input(), which decrypts it and calls conn_input()
+ * (the plain read path) with each piece of plaintext; conn_write() encrypts
+ * and queues the ciphertext as one uv_write whose callback calls the
+ * caller's, so "written" keeps its meaning and libuv's ordering; and
+ * conn_try_write() declines (the record layer takes all the plaintext at
+ * once, so a partial try_write would leave nothing to resume from), which
+ * sends whole answers down the queued path. Every flush takes all pending
+ * ciphertext, handshake messages included, so records leave in the order
+ * they were made. The handshake rides on the HEADER timer (silent close).
+ * The plaintext a single read yields can exceed the ciphertext read by a
+ * record the engine held back, hence the stash's larger maximum. The 503
+ * for a connection over the limit is not sent over TLS (no handshake yet):
+ * the connection is closed. Lingering and closing send close_notify first.
+ *
  * SHUTDOWN. tr_server_stop() wakes each worker with its uv_async: the
  * listener and idle connections close at once, connections with a request
  * under way finish it (answered with Connection: close) and the drain timer
@@ -107,6 +123,7 @@
 #include "kit/log.h"
 #include "kit/metrics.h"
 #include "kit/server_internal.h"
+#include "kit/tls.h"
 #include "kit/trace.h"
 
 #include <errno.h>
@@ -132,6 +149,10 @@
 #define DISCARD_MAX_BYTES (64 * 1024)
 /* One tr_respond_write() at most; uv_buf_t lengths are 32-bit. */
 #define WRITE_MAX_BYTES (1024u * 1024 * 1024)
+/* Plaintext a TLS read can yield beyond the ciphertext read (see TLS). */
+#define TLS_STASH_SLACK (32 * 1024)
+/* Writes of several small buffers are joined into one TLS record. */
+#define TLS_GATHER_BYTES (16 * 1024)
 
 typedef struct worker worker_t;
 
@@ -225,6 +246,7 @@ struct tr__conn {
     tr_match_t match;
     body_reader_t rd;
     res_stream_t rs;
+    tr__tls_t *tls; /* NULL on a plain connection */
     char client_ip[64];
     tr_req_t req;
     tr_req_impl_t impl;
@@ -265,6 +287,8 @@ struct worker {
     time_t date_sec;
     char date[40];
     char slab[READ_SLAB_BYTES]; /* every read lands here first; see on_alloc */
+    char tls_plain[16 * 1024];  /* decrypted bytes on their way to conn_input */
+    char tls_gather[TLS_GATHER_BYTES];
 };
 
 struct tr_server {
@@ -272,6 +296,7 @@ struct tr_server {
     int nworkers;
     worker_t **workers;
     int port;
+    tr__tls_ctx_t *tls_ctx; /* NULL: plain TCP */
     atomic_bool stop_requested;
     uv_mutex_t lock;
     uv_cond_t cond;
@@ -333,6 +358,70 @@ static void read_stop(tr__conn_t *c)
     if (!c->reading) return;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
+}
+
+/* Ciphertext on its way to a TLS client. The caller's request and callback
+ * ride along, so the caller sees its write complete as for plain TCP. */
+typedef struct tls_write {
+    uv_write_t uv;
+    uv_write_t *user;
+    uv_write_cb cb;
+    char data[];
+} tls_write_t;
+
+static void on_tls_written(uv_write_t *uw, int status)
+{
+    tls_write_t *tw = uw->data;
+    if (tw->cb) tw->cb(tw->user, status);
+    free(tw);
+}
+
+/* Queues all pending ciphertext; cb(user) runs once it is written (with cb,
+ * even when there is none). Returns 0 or a libuv error (cb not called). */
+static int tls_send(tr__conn_t *c, uv_write_t *user, uv_write_cb cb)
+{
+    size_t n = tr__tls_pending(c->tls);
+    if (n == 0 && !cb) return 0;
+    if (n > UINT_MAX) return UV_ENOBUFS;
+    tls_write_t *tw = tr_xmalloc(sizeof(*tw) + n);
+    n = tr__tls_take(c->tls, tw->data, n);
+    tw->uv.data = tw;
+    tw->user = user;
+    tw->cb = cb;
+    uv_buf_t b = uv_buf_init(tw->data, (unsigned)n);
+    int rc = uv_write(&tw->uv, (uv_stream_t *)&c->tcp, &b, 1, on_tls_written);
+    if (rc != 0) free(tw);
+    return rc;
+}
+
+/* uv_write on the connection, through TLS when it has it (see TLS). */
+static int conn_write(tr__conn_t *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                      uv_write_cb cb)
+{
+    if (!c->tls) return uv_write(req, (uv_stream_t *)&c->tcp, bufs, n, cb);
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (n > 1 && total <= TLS_GATHER_BYTES) {
+        char *g = c->w->tls_gather;
+        size_t off = 0;
+        for (unsigned i = 0; i < n; i++) {
+            if (bufs[i].len) memcpy(g + off, bufs[i].base, bufs[i].len);
+            off += bufs[i].len;
+        }
+        if (tr__tls_write(c->tls, g, total) != 0) return UV_EPROTO;
+    } else {
+        for (unsigned i = 0; i < n; i++)
+            if (tr__tls_write(c->tls, bufs[i].base, bufs[i].len) != 0) return UV_EPROTO;
+    }
+    return tls_send(c, req, cb);
+}
+
+/* uv_try_write on the connection; TLS always declines (see TLS). */
+static int conn_try_write(tr__conn_t *c, const uv_buf_t *b)
+{
+    if (c->tls) return UV_EAGAIN;
+    return uv_try_write((uv_stream_t *)&c->tcp, b, 1);
 }
 
 static const char *http_date(worker_t *w)
@@ -431,6 +520,7 @@ static void conn_free(tr__conn_t *c)
     tr_buf_free(&c->out);
     tr_buf_free(&c->impl.res_headers);
     tr__arena_reset(&c->impl.arena);
+    tr__tls_free(c->tls);
     free(c);
 }
 
@@ -497,6 +587,17 @@ static void conn_close(tr__conn_t *c)
         c->counted = false;
         tr_metrics_connections(-1);
     }
+    if (c->tls) {
+        /* Best effort: uv_try_write declines while writes are queued, so
+         * nothing overtakes them, and those are cancelled anyway. */
+        tr__tls_close_notify(c->tls);
+        size_t n = tr__tls_pending(c->tls);
+        char *g = c->w->tls_gather; /* tls_plain may be being parsed */
+        if (n > 0 && n <= TLS_GATHER_BYTES) {
+            uv_buf_t b = uv_buf_init(g, (unsigned)tr__tls_take(c->tls, g, n));
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+    }
     c->state = CONN_CLOSED;
     c->reading = false;
     c->timer_mode = TIMER_OFF;
@@ -519,6 +620,13 @@ static void begin_linger(tr__conn_t *c)
     if (c->peer_eof) {
         conn_close(c);
         return;
+    }
+    if (c->tls) {
+        tr__tls_close_notify(c->tls);
+        if (tls_send(c, NULL, NULL) != 0) {
+            conn_close(c);
+            return;
+        }
     }
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -662,13 +770,13 @@ static void on_write(uv_write_t *req, int status)
 static int write_out(tr__conn_t *c)
 {
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    int n = conn_try_write(c, &b);
     if (n >= 0 && (size_t)n == c->out.len) return 1;
     if (n < 0 && n != UV_EAGAIN) return n;
     if (n < 0) n = 0;
     b = uv_buf_init(c->out.data + n, (unsigned)(c->out.len - (size_t)n));
     c->write_req.data = c;
-    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    int rc = conn_write(c, &c->write_req, &b, 1, on_write);
     if (rc != 0) return rc;
     c->state = CONN_WRITING;
     timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
@@ -823,7 +931,7 @@ static int queue_write(tr__conn_t *c, out_write_t *ow, uv_buf_t *bufs, unsigned 
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
     ow->uv.data = ow;
-    int rc = uv_write(&ow->uv, (uv_stream_t *)&c->tcp, bufs, n, on_stream_written);
+    int rc = conn_write(c, &ow->uv, bufs, n, on_stream_written);
     if (rc != 0) return rc;
     c->rs.head_pending = false;
     c->rs.copied += ow->copied;
@@ -992,6 +1100,10 @@ int tr_req_upgrade(tr_req_t *req, int status, tr_upgrade_t *out)
         rc = -EINVAL;
         goto out;
     }
+    if (c->tls) {
+        rc = -ENOTSUP; /* the TLS session cannot travel with the socket */
+        goto out;
+    }
     if (c->state != CONN_HANDLING || c->peer_eof) {
         rc = -ECONNRESET;
         goto out;
@@ -1048,6 +1160,7 @@ static tr_req_t *prepare_req(tr__conn_t *c)
     r->body = p->body;
     r->body_len = p->body_len;
     r->client_ip = c->client_ip;
+    r->tls = c->tls != NULL;
     r->local_port = c->w->srv->port;
     r->worker = &c->w->pub;
     r->impl = &c->impl;
@@ -1202,13 +1315,13 @@ static void send_continue(tr__conn_t *c)
 {
     uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
     c->continue_sent = true;
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    int n = conn_try_write(c, &b);
     if (n >= 0 && (size_t)n == b.len) return;
     if (n < 0 && n != UV_EAGAIN) return;
     if (n < 0) n = 0;
     b = uv_buf_init((char *)continue_line + n, (unsigned)(sizeof(continue_line) - 1 - (size_t)n));
     c->continue_req.data = c;
-    if (uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) == 0)
+    if (conn_write(c, &c->continue_req, &b, 1, on_continue_written) == 0)
         c->continue_writing = true;
 }
 
@@ -1555,6 +1668,43 @@ static void on_peer_gone(tr__conn_t *c, ssize_t err)
     }
 }
 
+/* Bytes of the request stream (plaintext) from the client. */
+static void conn_input(tr__conn_t *c, const char *data, size_t len)
+{
+    if (c->inpos < c->inbuf.len) {
+        /* Older bytes are waiting: keep the order. */
+        stash(c, data, len);
+        process_inbuf(c);
+        return;
+    }
+    size_t used = conn_wants_input(c) ? conn_run(c, data, len) : 0;
+    if (used < len && c->state != CONN_LINGERING && c->state != CONN_CLOSED)
+        stash(c, data + used, len - used);
+}
+
+/* Ciphertext from a TLS client: everything it decrypts to goes to
+ * conn_input() now, so nothing waits inside the engine when reading stops. */
+static void tls_input(tr__conn_t *c, const char *data, size_t len)
+{
+    worker_t *w = c->w;
+    int rc = tr__tls_feed(c->tls, data, len);
+    while (rc == 0) {
+        size_t n = 0;
+        rc = tr__tls_read(c->tls, w->tls_plain, sizeof(w->tls_plain), &n);
+        if (rc != 0 || n == 0) break;
+        conn_input(c, w->tls_plain, n);
+        if (c->state == CONN_LINGERING || c->state == CONN_CLOSED) return;
+    }
+    if (rc != -EPROTO && tls_send(c, NULL, NULL) != 0) rc = -EPROTO;
+    if (rc == -ESHUTDOWN) {
+        /* close_notify: the client will send nothing more, as with EOF. */
+        read_stop(c);
+        on_peer_gone(c, UV_EOF);
+    } else if (rc != 0) {
+        conn_close(c); /* sends the alert, if any, best effort */
+    }
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     tr__conn_t *c = stream->data;
@@ -1564,15 +1714,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->state == CONN_LINGERING || c->state == CONN_CLOSED) return; /* dropped */
-    if (c->inpos < c->inbuf.len) {
-        /* Older bytes are waiting: keep the order. */
-        stash(c, buf->base, (size_t)nread);
-        process_inbuf(c);
-        return;
-    }
-    size_t used = conn_wants_input(c) ? conn_run(c, buf->base, (size_t)nread) : 0;
-    if (used < (size_t)nread && c->state != CONN_LINGERING && c->state != CONN_CLOSED)
-        stash(c, buf->base + used, (size_t)nread - used);
+    if (c->tls)
+        tls_input(c, buf->base, (size_t)nread);
+    else
+        conn_input(c, buf->base, (size_t)nread);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -1617,10 +1762,15 @@ static void on_connection(uv_stream_t *listener, int status)
             uv_ip4_name((struct sockaddr_in *)&peer, c->client_ip, sizeof(c->client_ip));
     }
 
+    if (w->srv->tls_ctx) {
+        c->tls = tr__tls_new(w->srv->tls_ctx);
+        c->inbuf.max_len += TLS_STASH_SLACK;
+    }
+
     if (w->nconns >= cfg->max_connections) {
         /* Under a flood even the 503s are capped, then connections are
-         * simply closed. */
-        if (w->nconns_all > 2 * cfg->max_connections + 16) {
+         * simply closed; so are TLS ones (no handshake to answer on). */
+        if (w->nconns_all > 2 * cfg->max_connections + 16 || c->tls) {
             conn_close(c);
             return;
         }
@@ -1799,6 +1949,7 @@ static void server_free(tr_server_t *srv)
         free(w);
     }
     free(srv->workers);
+    tr__tls_ctx_free(srv->tls_ctx);
     uv_cond_destroy(&srv->cond);
     uv_mutex_destroy(&srv->lock);
     free(srv);
@@ -1814,7 +1965,7 @@ int tr_server_start(const tr_server_config_t *cfg, tr_server_t **out)
     *out = NULL;
     if (!cfg || !cfg->host || (!cfg->router && !cfg->on_headers) ||
         (cfg->on_headers && !cfg->dispatch) || cfg->workers < 1 || cfg->max_header_bytes == 0 ||
-        cfg->port < 0 || cfg->port > 65535)
+        cfg->port < 0 || cfg->port > 65535 || !cfg->tls_cert_file != !cfg->tls_key_file)
         return -EINVAL;
     memset(&addr, 0, sizeof(addr));
     if (strchr(cfg->host, ':')) {
@@ -1834,6 +1985,9 @@ int tr_server_start(const tr_server_config_t *cfg, tr_server_t **out)
     uv_mutex_init(&srv->lock);
     uv_cond_init(&srv->cond);
     atomic_init(&srv->stop_requested, false);
+    if (cfg->tls_cert_file &&
+        (rc = tr__tls_ctx_new(cfg->tls_cert_file, cfg->tls_key_file, &srv->tls_ctx)) != 0)
+        goto fail;
 
     /* Bind in the caller's thread so errors come back synchronously. With
      * port 0 the first bind picks the port and the others share it. */

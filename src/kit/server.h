@@ -135,6 +135,11 @@ typedef struct tr_server_config {
      * req->method is "" when the request line was not parsed. */
     void (*on_complete)(tr_req_t *req, int status, size_t bytes_sent, double seconds);
     void *service; /* copied into every tr_worker_t */
+    /* PEM certificate chain and private key: both set, every connection is
+     * TLS 1.2+ (req->tls true); both NULL, plain TCP. Loaded (and checked to
+     * match) by tr_server_start(). */
+    const char *tls_cert_file;
+    const char *tls_key_file;
 } tr_server_config_t;
 
 /* Fills a config with the defaults: 127.0.0.1, port 0, 1 worker, 10000
@@ -145,7 +150,8 @@ void tr_server_config_defaults(tr_server_config_t *cfg);
 /* Binds, starts the worker threads and returns once all listen. The config is
  * copied (the router pointer is kept). Returns 0 or a negative errno (e.g.
  * -EADDRINUSE; -EINVAL for a config with neither router nor on_headers, or
- * with on_headers but no dispatch); nothing is left running on failure. */
+ * with on_headers but no dispatch, or with only one of the TLS files, or
+ * TLS files that do not load, logged); nothing is left running on failure. */
 int tr_server_start(const tr_server_config_t *cfg, tr_server_t **out);
 /* The port actually bound (useful with port 0). */
 int tr_server_port(const tr_server_t *srv);

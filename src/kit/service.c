@@ -300,6 +300,20 @@ static int server_config_from(const tr_config_t *cfg, const tr_service_def_t *de
     sc->idle_timeout_ms = (uint64_t)v;
     if (config_uint(cfg, "drain-timeout", tr_config_duration_ms, 0, &v)) return -EINVAL;
     sc->drain_timeout_ms = (uint64_t)v;
+    sc->tls_cert_file = tr_config_get(cfg, "tls-cert");
+    sc->tls_key_file = tr_config_get(cfg, "tls-key");
+    /* An empty value (e.g. TRELLIS_TLS_CERT=) means unset. */
+    if (sc->tls_cert_file && !*sc->tls_cert_file) sc->tls_cert_file = NULL;
+    if (sc->tls_key_file && !*sc->tls_key_file) sc->tls_key_file = NULL;
+    if (!sc->tls_cert_file != !sc->tls_key_file) {
+        fprintf(stderr, "trellis: --tls-cert and --tls-key go together\n");
+        return -EINVAL;
+    }
+    if (sc->tls_cert_file &&
+        (access(sc->tls_cert_file, R_OK) != 0 || access(sc->tls_key_file, R_OK) != 0)) {
+        fprintf(stderr, "trellis: cannot read the --tls-cert or --tls-key file\n");
+        return -EINVAL;
+    }
     return 0;
 }
 

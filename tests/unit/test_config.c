@@ -165,6 +165,8 @@ static void test_common_options(void **state)
         {"header-timeout", "10s"},
         {"idle-timeout", "60s"},
         {"drain-timeout", "10s"},
+        {"tls-cert", NULL},
+        {"tls-key", NULL},
     };
     size_t n = 0;
     while (tr_config_common_options[n].name)

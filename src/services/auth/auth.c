@@ -249,42 +249,6 @@ static tr_auth_result_t auth_authenticate(tr_req_t *req, const char **why)
 
 /* ---- init / close --------------------------------------------------------- */
 
-static int load_jwt_keys(tr_service_t *svc, auth_state_t *st)
-{
-    const tr_config_t *cfg = svc->config;
-    char err[256] = "";
-    char *secret = NULL;
-    int rc;
-    tr_jwt_config_t jc = {
-        .alg = tr_config_get(cfg, "jwt-alg"),
-        .private_key_file = tr_config_get(cfg, "jwt-private-key"),
-        .public_key_file = tr_config_get(cfg, "jwt-public-key"),
-        .issuer = tr_config_get(cfg, "jwt-issuer"),
-        .audience = tr_config_get(cfg, "jwt-audience"),
-        .key_id = tr_config_get(cfg, "jwt-key-id"),
-        /* Tokens are minted and checked by this process's clock. */
-        .leeway_s = 0,
-    };
-    if (jc.alg && strcmp(jc.alg, "HS256") == 0) {
-        rc = tr_config_secret(cfg, "jwt-secret", svc->data_dir, "jwt_secret", 32, &secret);
-        if (rc != 0) {
-            tr_log_error("cannot load or create the JWT secret: %s", strerror(-rc));
-            return rc;
-        }
-        jc.secret = secret;
-    } else if (!jc.private_key_file) {
-        tr_log_error("--jwt-alg %s needs --jwt-private-key to sign tokens", jc.alg ? jc.alg : "");
-        return -EINVAL;
-    }
-    rc = tr_jwt_keys_load(&jc, &st->jwt, err, sizeof(err));
-    if (rc != 0) tr_log_error("invalid JWT configuration: %s", err);
-    if (secret) {
-        sodium_memzero(secret, strlen(secret));
-        free(secret);
-    }
-    return rc;
-}
-
 static void register_counters(auth_state_t *st)
 {
     st->m.signups = tr_counter_register("auth_signups_total", "Accounts registered.", NULL);
@@ -338,7 +302,9 @@ static int auth_init(tr_service_t *svc)
         tr_log_error("%s", err);
         goto out;
     }
-    if ((rc = load_jwt_keys(svc, st)) != 0) goto out;
+    /* Tokens are minted and checked by this process's clock: no leeway. */
+    if ((rc = tr_jwt_keys_from_config(svc->config, svc->data_dir, true, 0, &st->jwt)) != 0)
+        goto out;
 
     tr_random_bytes(dummy, sizeof(dummy) - 1);
     dummy[sizeof(dummy) - 1] = '\0';
