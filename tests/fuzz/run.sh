@@ -24,7 +24,7 @@ for bin in "$build"/fuzz_*; do
     echo "fuzz: $name FAILED"
     status=1
   else
-    grep -E "stat::number_of_executed_runs|stat::peak_rss_mb" "$scratch/$name.log" | sed "s/^/fuzz: $name /"
+    grep -E "stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb" "$scratch/$name.log" | sed "s/^/fuzz: $name /"
   fi
 done
 exit $status
