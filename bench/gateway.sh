@@ -53,83 +53,14 @@ LOG_LEVEL=${LOG_LEVEL:-info}
 PACE_MS=${PACE_MS:-10}
 PASSWORD="bench password 0123456789"
 
-for tool in wrk curl nginx; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "bench: $tool is not installed (./scripts/deps.sh bench)" >&2
-    exit 1
-  fi
-done
-if [ ! -x "$BIN" ]; then
-  echo "bench: $BIN is not an executable" >&2
-  exit 1
-fi
-
-TMP=$(mktemp -d /tmp/trellis-gwbench.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-    fi
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-# Waits until URL answers 200 (at most ~20 s); extra curl arguments follow.
-wait_ok() {
-  local url=$1
-  shift
-  for _ in $(seq 1 200); do
-    if curl -fsS -o /dev/null "$@" "$url" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
-json_field() { # json_field NAME < json
-  sed -n "s/.*\"$1\" *: *\"\\([^\"]*\\)\".*/\\1/p"
-}
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_require "$BIN" wrk curl nginx
+bench_tmpdir trellis-gwbench
 
 # run_wrk NAME CONNECTIONS URL SCRIPT [script args...]: stores "rps p50 p99 bad errors".
-declare -A RESULT
 run_wrk() {
-  local name=$1 conns=$2 url=$3 script=$4
-  shift 4
-  local out line
-  out=$(wrk -t "$THREADS" -c "$conns" -d "$DURATION" --timeout 5s -s "$LUA/$script" "$url" -- "$@" 2>&1) || {
-    echo "bench: wrk failed for $name:" >&2
-    echo "$out" >&2
-    RESULT[$name]="0 0 0 0 0"
-    return 0
-  }
-  line=$(grep '^BENCH ' <<<"$out" | tail -1)
-  if [ -z "$line" ]; then
-    echo "bench: no result from wrk for $name:" >&2
-    echo "$out" >&2
-    RESULT[$name]="0 0 0 0 0"
-    return 0
-  fi
-  # shellcheck disable=SC2001
-  RESULT[$name]=$(sed 's/.*rps=\([^ ]*\) p50_ms=\([^ ]*\) p99_ms=\([^ ]*\) bad_status=\([^ ]*\) socket_errors=\([^ ]*\).*/\1 \2 \3 \4 \5/' <<<"$line")
-  echo "  $name (-c $conns): $line" >&2
-}
-
-field() { # field NAME INDEX(1-5)
-  awk -v i="$2" '{print $i}' <<<"${RESULT[$1]:-0 0 0 0 0}"
+  bench_wrk "$1 (-c $2)" "$@"
 }
 
 # ------------------------------------------------------------------ upstream: trellis serve auth
@@ -246,7 +177,6 @@ run_wrk direct_half "$PACED_CONNS" "$AUTH" gateway_paced.lua "$TOKEN" "$PACE_MS"
 run_wrk gateway_half "$PACED_CONNS" "$GW" gateway_paced.lua "$TOKEN" "$PACE_MS"
 
 # ------------------------------------------------------------------ report
-ge() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 >= b + 0)}'; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 < b + 0)}'; }
 
 printf '\nTrellis gateway benchmark: GET /api/auth/me on trellis serve auth; wrk %s threads, %s per run;\n' \

@@ -36,82 +36,20 @@ LOG_LEVEL=${LOG_LEVEL:-info}
 SESSIONS=${SESSIONS:-$((CONNECTIONS * 2))}
 PASSWORD="bench password 0123456789"
 
-for tool in wrk curl; do
-  if ! command -v "$tool" >/dev/null; then
-    echo "bench: $tool is not installed (./scripts/deps.sh bench)" >&2
-    exit 1
-  fi
-done
-if [ ! -x "$BIN" ]; then
-  echo "bench: $BIN is not an executable" >&2
-  exit 1
-fi
-
-TMP=$(mktemp -d /tmp/trellis-bench.XXXXXX)
-AUTH_PID=""
-NGINX_PID=""
-cleanup() {
-  for pid in $AUTH_PID $NGINX_PID; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A port nothing listens on: bind port 0, read what the kernel chose, let go.
-free_port() {
-  node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-}
-
-# Waits until URL answers 200 (at most ~20 s).
-wait_ok() {
-  for _ in $(seq 1 200); do
-    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_require "$BIN" wrk curl
+bench_tmpdir trellis-bench
 
 rss_kb() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
-json_field() { # json_field NAME < json
-  sed -n "s/.*\"$1\" *: *\"\\([^\"]*\\)\".*/\\1/p"
-}
-
 # run_wrk NAME URL SCRIPT [script args...]: stores "rps p50 p99 bad errors".
-declare -A RESULT
 run_wrk() {
-  local name=$1 url=$2 script=$3
-  shift 3
-  local out
-  out=$(wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --timeout 5s -s "$LUA/$script" "$url" -- "$@" 2>&1) || {
-    echo "bench: wrk failed for $name:" >&2
-    echo "$out" >&2
-    RESULT[$name]="0 0 0 0 0"
-    return 0
-  }
-  local line
-  line=$(grep '^BENCH ' <<<"$out" | tail -1)
-  if [ -z "$line" ]; then
-    echo "bench: no result from wrk for $name:" >&2
-    echo "$out" >&2
-    RESULT[$name]="0 0 0 0 0"
-    return 0
-  fi
-  # shellcheck disable=SC2001
-  RESULT[$name]=$(sed 's/.*rps=\([^ ]*\) p50_ms=\([^ ]*\) p99_ms=\([^ ]*\) bad_status=\([^ ]*\) socket_errors=\([^ ]*\).*/\1 \2 \3 \4 \5/' <<<"$line")
-  echo "  $name: $line" >&2
+  local name=$1
+  shift
+  bench_wrk "$name" "$name" "$CONNECTIONS" "$@"
 }
 
 # ------------------------------------------------------------------ trellis
@@ -119,6 +57,7 @@ PORT=$(free_port)
 "$BIN" serve auth --port "$PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
   2>"$TMP/auth.log" &
 AUTH_PID=$!
+PIDS+=("$AUTH_PID")
 URL="http://127.0.0.1:$PORT"
 if ! wait_ok "$URL/readyz"; then
   echo "bench: trellis serve auth did not become ready; its log:" >&2
@@ -188,7 +127,7 @@ http {
 }
 EOF
   nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$TMP/nginx/nginx.conf" &
-  NGINX_PID=$!
+  PIDS+=($!)
   if wait_ok "http://127.0.0.1:$NPORT/"; then
     run_wrk nginx "http://127.0.0.1:$NPORT/" healthz.lua
   else
@@ -201,10 +140,6 @@ else
 fi
 
 # ------------------------------------------------------------------ report
-field() { # field NAME INDEX(1-5)
-  awk -v i="$2" '{print $i}' <<<"${RESULT[$1]:-0 0 0 0 0}"
-}
-ge() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a + 0 >= b + 0)}'; }
 verdict() { if ge "$1" "$2"; then echo "met"; else echo "MISSED"; fi; }
 
 printf '\nTrellis auth benchmark: wrk %s threads, %s connections, %s per run; auth %s workers, log level %s\n' \

@@ -137,63 +137,79 @@ static bool valid_name(const char *s, size_t max)
     return true;
 }
 
-/* "250ms", "30s", "2m", "1h": a whole number with a unit. */
-static int parse_duration(parse_ctx_t *c, const char *where, json_t *v, uint64_t *out)
+/* A quantity written as a whole number followed by a unit suffix: the
+ * units it accepts, the largest value (in the smallest unit) and the
+ * messages that name the field's form. */
+typedef struct quantity_unit {
+    const char *suffix;
+    uint64_t scale;
+} quantity_unit_t;
+
+typedef struct quantity_form {
+    const quantity_unit_t *units; /* ends with a NULL suffix */
+    bool ignore_case;
+    uint64_t max;
+    const char *expected;  /* not a string starting with a digit */
+    const char *bad_unit;  /* a suffix that is not in units */
+    const char *too_large; /* more than max */
+} quantity_form_t;
+
+static int parse_quantity(parse_ctx_t *c, const char *where, json_t *v, const quantity_form_t *form,
+                          uint64_t *out)
 {
     const char *s = json_string_value(v);
     char *end = NULL;
-    if (!s || !isdigit((unsigned char)s[0]))
-        return fail(c, where, "expected a duration such as \"30s\" or \"250ms\"");
+    if (!s || !isdigit((unsigned char)s[0])) return fail(c, where, "%s", form->expected);
     errno = 0;
     unsigned long long n = strtoull(s, &end, 10);
-    uint64_t unit;
-    if (strcmp(end, "ms") == 0)
-        unit = 1;
-    else if (strcmp(end, "s") == 0)
-        unit = 1000;
-    else if (strcmp(end, "m") == 0)
-        unit = 60000;
-    else if (strcmp(end, "h") == 0)
-        unit = 3600000;
-    else
-        return fail(c, where,
-                    "expected a duration such as \"30s\" or \"250ms\" (units ms, s, m, h)");
-    if (errno != 0 || n > MAX_DURATION_MS / unit)
-        return fail(c, where, "duration too long (at most 24h)");
-    *out = n * unit;
+    const quantity_unit_t *u = form->units;
+    while (u->suffix &&
+           (form->ignore_case ? strcasecmp(end, u->suffix) : strcmp(end, u->suffix)) != 0)
+        u++;
+    if (!u->suffix) return fail(c, where, "%s", form->bad_unit);
+    if (errno != 0 || n > form->max / u->scale) return fail(c, where, "%s", form->too_large);
+    *out = n * u->scale;
     return 0;
+}
+
+/* "250ms", "30s", "2m", "1h": a whole number with a unit. */
+static int parse_duration(parse_ctx_t *c, const char *where, json_t *v, uint64_t *out)
+{
+    static const quantity_unit_t units[] = {
+        {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {NULL, 0}};
+    static const quantity_form_t form = {
+        .units = units,
+        .max = MAX_DURATION_MS,
+        .expected = "expected a duration such as \"30s\" or \"250ms\"",
+        .bad_unit = "expected a duration such as \"30s\" or \"250ms\" (units ms, s, m, h)",
+        .too_large = "duration too long (at most 24h)",
+    };
+    return parse_quantity(c, where, v, &form, out);
 }
 
 /* A byte count: an integer, or a string with k, m or g (binary units). */
 static int parse_size(parse_ctx_t *c, const char *where, json_t *v, size_t *out)
 {
+    static const quantity_unit_t units[] = {
+        {"", 1}, {"k", 1ull << 10}, {"m", 1ull << 20}, {"g", 1ull << 30}, {NULL, 0}};
+    static const quantity_form_t form = {
+        .units = units,
+        .ignore_case = true,
+        .max = 1ull << 40,
+        .expected = "expected a size such as \"10m\" or a number of bytes",
+        .bad_unit = "expected a size such as \"10m\" (units k, m, g)",
+        .too_large = "size too large (at most 1 TiB)",
+    };
     if (json_is_integer(v)) {
         json_int_t n = json_integer_value(v);
         if (n < 0) return fail(c, where, "must not be negative");
         *out = (size_t)n;
         return 0;
     }
-    const char *s = json_string_value(v);
-    char *end = NULL;
-    if (!s || !isdigit((unsigned char)s[0]))
-        return fail(c, where, "expected a size such as \"10m\" or a number of bytes");
-    errno = 0;
-    unsigned long long n = strtoull(s, &end, 10);
-    unsigned shift;
-    if (*end == '\0')
-        shift = 0;
-    else if (strcasecmp(end, "k") == 0)
-        shift = 10;
-    else if (strcasecmp(end, "m") == 0)
-        shift = 20;
-    else if (strcasecmp(end, "g") == 0)
-        shift = 30;
-    else
-        return fail(c, where, "expected a size such as \"10m\" (units k, m, g)");
-    if (errno != 0 || n > (1ull << 40) >> shift)
-        return fail(c, where, "size too large (at most 1 TiB)");
-    *out = (size_t)(n << shift);
-    return 0;
+    uint64_t n;
+    int rc = parse_quantity(c, where, v, &form, &n);
+    if (rc == 0) *out = (size_t)n;
+    return rc;
 }
 
 static int parse_bool(parse_ctx_t *c, const char *where, json_t *v, bool *out)

@@ -34,6 +34,7 @@
 #include "kit/http.h"
 #include "kit/router.h"
 #include "kit/server.h"
+#include "testnet.h"
 
 /* ---- handlers ----------------------------------------------------------- */
 
@@ -241,147 +242,30 @@ static int teardown(void **state)
     return 0;
 }
 
-/* ---- a tiny blocking HTTP client ---------------------------------------- */
-
-typedef struct client {
-    int fd;
-    char buf[65536];
-    size_t len;
-} client_t;
-
-typedef struct response {
-    int status;
-    char head[4096]; /* status line and headers */
-    char body[8192];
-    size_t body_len;
-} response_t;
+/* ---- the client (testnet.h) -------------------------------------------- */
 
 /* rcvbuf > 0 pins a small receive buffer (set before connecting, so the
  * window stays small). */
-static client_t *client_open_rcvbuf(int rcvbuf)
+static testnet_client_t *client_open_rcvbuf(int rcvbuf)
 {
-    client_t *c = calloc(1, sizeof(*c));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
-    struct timeval tv = {.tv_sec = 2};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(c->fd >= 0);
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (rcvbuf > 0) setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    return c;
+    return testnet_client_open(fx.port, (testnet_opts_t){.rcvbuf = rcvbuf});
 }
 
-static client_t *client_open(void)
+static testnet_client_t *client_open(void)
 {
     return client_open_rcvbuf(0);
 }
 
-static void client_close(client_t *c)
-{
-    close(c->fd);
-    free(c);
-}
-
-static void client_send(client_t *c, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
-        assert_true(n > 0);
-        data += n;
-        len -= (size_t)n;
-    }
-}
-
-static void client_send_str(client_t *c, const char *s)
-{
-    client_send(c, s, strlen(s));
-}
-
-/* Reads more bytes into the buffer; returns 0 on EOF or error. */
-static ssize_t client_fill(client_t *c)
-{
-    if (c->len == sizeof(c->buf)) return -1;
-    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
-    if (n > 0) c->len += (size_t)n;
-    return n;
-}
-
-static const char *find_header(const response_t *r, const char *name)
-{
-    static char value[512];
-    size_t nlen = strlen(name);
-    const char *p = strstr(r->head, "\r\n");
-    while (p && p[2]) {
-        p += 2;
-        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            const char *end = strstr(v, "\r\n");
-            size_t len = (size_t)(end - v);
-            if (len >= sizeof(value)) len = sizeof(value) - 1;
-            memcpy(value, v, len);
-            value[len] = '\0';
-            return value;
-        }
-        p = strstr(p, "\r\n");
-    }
-    return NULL;
-}
-
-/* Reads one response; for HEAD requests pass head_request so the body
- * announced by Content-Length is not expected. Returns 0 or -1. */
-static int read_response(client_t *c, response_t *r, bool head_request)
-{
-    char *end;
-    memset(r, 0, sizeof(*r));
-    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4)))
-        if (client_fill(c) <= 0) return -1;
-    size_t head_len = (size_t)(end - c->buf) + 2;
-    assert_true(head_len < sizeof(r->head));
-    memcpy(r->head, c->buf, head_len);
-    r->head[head_len] = '\0';
-    assert_int_equal(sscanf(r->head, "HTTP/1.1 %d", &r->status), 1);
-    const char *cl = find_header(r, "Content-Length");
-    size_t body_len = cl && !head_request && r->status >= 200 ? strtoul(cl, NULL, 10) : 0;
-    size_t total = head_len + 2 + body_len;
-    while (c->len < total)
-        if (client_fill(c) <= 0) return -1;
-    assert_true(body_len < sizeof(r->body));
-    memcpy(r->body, c->buf + head_len + 2, body_len);
-    r->body_len = body_len;
-    memmove(c->buf, c->buf + total, c->len - total);
-    c->len -= total;
-    return 0;
-}
-
-/* True when the server closes the connection (EOF or reset) in time and
- * sends nothing more. */
-static bool closed_by_server(client_t *c)
-{
-    if (c->len > 0) return false;
-    char b[64];
-    ssize_t n = recv(c->fd, b, sizeof(b), 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-static void get_ok(client_t *c, const char *path, const char *want_body)
+static void get_ok(testnet_client_t *c, const char *path, const char *want_body)
 {
     char req[256];
-    response_t r;
+    testnet_response_t r;
     snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    client_send_str(c, req);
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, req);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.body_len, strlen(want_body));
     assert_memory_equal(r.body, want_body, r.body_len);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* Waits until a slow request reached its handler: the request is then
@@ -390,7 +274,7 @@ static void sleep_ms(int ms)
 static void wait_slow_started(void)
 {
     for (int i = 0; i < 400 && atomic_load(&slow_started) == 0; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     assert_int_equal(atomic_load(&slow_started), 1);
     assert_true(tr_server_in_flight(fx.srv) >= 1);
 }
@@ -400,271 +284,271 @@ static void wait_slow_started(void)
 static void test_keep_alive_and_standard_headers(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
+    testnet_client_t *c = client_open();
     for (int i = 0; i < 3; i++) {
-        client_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
-        assert_int_equal(read_response(c, &r, false), 0);
+        testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_int_equal(testnet_read_response(c, &r, false, false), 0);
         assert_int_equal(r.status, 200);
         assert_memory_equal(r.body, "hello", 5);
-        assert_string_equal(find_header(&r, "Content-Length"), "5");
-        assert_string_equal(find_header(&r, "Content-Type"), "text/plain");
-        assert_non_null(find_header(&r, "Date"));
-        assert_true(strlen(find_header(&r, "X-Request-Id")) == 36); /* generated UUIDv7 */
-        assert_null(find_header(&r, "Connection"));
+        assert_string_equal(testnet_find_header(&r, "Content-Length"), "5");
+        assert_string_equal(testnet_find_header(&r, "Content-Type"), "text/plain");
+        assert_non_null(testnet_find_header(&r, "Date"));
+        assert_true(strlen(testnet_find_header(&r, "X-Request-Id")) == 36); /* generated UUIDv7 */
+        assert_null(testnet_find_header(&r, "Connection"));
     }
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_json_params_and_response_headers(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"id\":\"a b/c\"}");
-    assert_string_equal(find_header(&r, "Content-Type"), "application/json");
-    assert_string_equal(find_header(&r, "X-Custom"), "yes");
-    assert_null(find_header(&r, "X-Bad"));
-    assert_null(find_header(&r, "Injected"));
+    assert_string_equal(testnet_find_header(&r, "Content-Type"), "application/json");
+    assert_string_equal(testnet_find_header(&r, "X-Custom"), "yes");
+    assert_null(testnet_find_header(&r, "X-Bad"));
+    assert_null(testnet_find_header(&r, "Injected"));
 
     get_ok(c, "/query?a=1&q=x+y%21&q=second", "x y!");
     get_ok(c, "/query?a=1", "(none)");
 
-    client_send_str(c, "DELETE /items/1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "DELETE /items/1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 204);
-    assert_null(find_header(&r, "Content-Length"));
+    assert_null(testnet_find_header(&r, "Content-Length"));
     get_ok(c, "/hello", "hello"); /* the 204 carried no body */
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_pipelining_in_order_with_async_handler(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\n\r\n"
-                       "GET /hello HTTP/1.1\r\n\r\n"
-                       "GET /slow?ms=10&n=3 HTTP/1.1\r\n\r\n"
-                       "POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nfour");
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\n\r\n"
+                        "GET /hello HTTP/1.1\r\n\r\n"
+                        "GET /slow?ms=10&n=3 HTTP/1.1\r\n\r\n"
+                        "POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nfour");
     static const char *const want[] = {"slow-1", "hello", "slow-3", "four"};
     for (int i = 0; i < 4; i++) {
-        assert_int_equal(read_response(c, &r, false), 0);
+        assert_int_equal(testnet_read_response(c, &r, false, false), 0);
         assert_int_equal(r.status, 200);
         assert_int_equal(r.body_len, strlen(want[i]));
         assert_memory_equal(r.body, want[i], r.body_len);
     }
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_chunked_request_body(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "5\r\nhello\r\n");
-    sleep_ms(20); /* the body arrives in two reads */
-    client_send_str(c, "7\r\n, world\r\n0\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5\r\nhello\r\n");
+    testnet_sleep_ms(20); /* the body arrives in two reads */
+    testnet_send_str(c, "7\r\n, world\r\n0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "hello, world");
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_head_keeps_length_without_body(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "HEAD /hello HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r, true), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "HEAD /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 200);
-    assert_string_equal(find_header(&r, "Content-Length"), "5");
+    assert_string_equal(testnet_find_header(&r, "Content-Length"), "5");
     /* Had a body been sent, it would be read as the next status line. */
     get_ok(c, "/hello", "hello");
-    client_send_str(c, "HEAD /nope HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r, true), 0);
+    testnet_send_str(c, "HEAD /nope HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 404);
-    assert_non_null(find_header(&r, "Content-Length"));
+    assert_non_null(testnet_find_header(&r, "Content-Length"));
     get_ok(c, "/hello", "hello");
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_expect_continue(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
 
-    client_t *c = client_open();
-    client_send_str(c, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 100);
-    client_send_str(c, "body");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "body");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "body");
-    client_close(c);
+    testnet_client_close(c);
 
     /* Too large for the route (64): the final answer comes at once. */
     c = client_open();
-    client_send_str(c,
-                    "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c,
+                     "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
     /* Unknown route: no 100, a 404 at once. */
     c = client_open();
-    client_send_str(c, "POST /nope HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "POST /nope HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_limits_431_413(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     char big[2048];
     start_default();
 
-    client_t *c = client_open();
+    testnet_client_t *c = client_open();
     snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nX-Big: %01500d\r\n\r\n", 7);
-    client_send_str(c, big);
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, big);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 431);
-    assert_string_equal(find_header(&r, "Connection"), "close");
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
     assert_non_null(strstr(r.body, "\"code\":\"headers_too_large\""));
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
     /* Declared length over the route's 64 bytes, body still being sent. */
     c = client_open();
     memset(big, 'x', sizeof(big));
-    client_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n");
-    client_send(c, big, 1000);
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n");
+    testnet_send(c, big, 1000);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
     assert_non_null(strstr(r.body, "\"code\":\"payload_too_large\""));
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
     /* Chunked body growing past the limit. */
     c = client_open();
-    client_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
-                       "1\r\nx\r\n0\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
+                        "1\r\nx\r\n0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_timeouts_408_and_idle(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
 
     /* Headers never completed within 300 ms. */
-    client_t *c = client_open();
-    client_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 408);
     assert_non_null(strstr(r.body, "\"code\":\"request_timeout\""));
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
     /* Idle keep-alive connection: closed silently. */
     c = client_open();
     get_ok(c, "/hello", "hello");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_true(closed_by_server(c));
+    assert_true(testnet_closed_by_server(c));
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert_true(waited > 0.2 && waited < 1.5);
-    client_close(c);
+    testnet_client_close(c);
 
     /* A slow body is a timeout too, answered with 408. */
     c = client_open();
-    client_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 408);
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_max_connections_503(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     tr_server_config_t cfg;
     base_config(&cfg);
     cfg.max_connections = 2;
     cfg.idle_timeout_ms = 2000;
     start(&cfg);
 
-    client_t *a = client_open(), *b = client_open();
+    testnet_client_t *a = client_open(), *b = client_open();
     get_ok(a, "/hello", "hello"); /* both accepted and counted */
     get_ok(b, "/hello", "hello");
-    client_t *c = client_open();
-    client_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 503);
     assert_non_null(strstr(r.body, "\"code\":\"unavailable\""));
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
-    client_close(a);
-    sleep_ms(50); /* let the server see the close */
+    testnet_client_close(a);
+    testnet_sleep_ms(50); /* let the server see the close */
     c = client_open();
     get_ok(c, "/hello", "hello");
-    client_close(c);
-    client_close(b);
+    testnet_client_close(c);
+    testnet_client_close(b);
     stop(1);
 }
 
 static void test_malformed_400_and_routing_errors(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
 
-    client_t *c = client_open();
-    client_send_str(c, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "\"code\":\"invalid_argument\""));
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
     c = client_open();
-    client_send_str(c, "GET /nope HTTP/1.1\r\nX-Request-Id: trace-me.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "GET /nope HTTP/1.1\r\nX-Request-Id: trace-me.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
-    assert_string_equal(find_header(&r, "Content-Type"), "application/json");
+    assert_string_equal(testnet_find_header(&r, "Content-Type"), "application/json");
     json_error_t jerr;
     json_t *doc = json_loadb(r.body, r.body_len, 0, &jerr);
     assert_non_null(doc);
@@ -676,49 +560,49 @@ static void test_malformed_400_and_routing_errors(void **state)
     json_decref(doc);
 
     /* The connection survives a 404; then a 405 with Allow. */
-    client_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
-    assert_int_equal(read_response(c, &r, false), 0);
+    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405);
-    assert_string_equal(find_header(&r, "Allow"), "GET, HEAD");
+    assert_string_equal(testnet_find_header(&r, "Allow"), "GET, HEAD");
     assert_non_null(strstr(r.body, "\"code\":\"method_not_allowed\""));
     get_ok(c, "/hello", "hello");
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_request_id_echo_or_generate(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
-    assert_string_equal(find_header(&r, "X-Request-Id"), "abc-123_X.y");
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_string_equal(testnet_find_header(&r, "X-Request-Id"), "abc-123_X.y");
 
-    client_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: bad id!\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
-    const char *id = find_header(&r, "X-Request-Id");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: bad id!\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    const char *id = testnet_find_header(&r, "X-Request-Id");
     assert_int_equal(strlen(id), 36);
     assert_int_equal(id[14], '7'); /* UUIDv7 */
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_http10(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
-    assert_string_equal(find_header(&r, "Connection"), "keep-alive");
-    client_send_str(c, "GET /hello HTTP/1.0\r\n\r\n");
-    assert_int_equal(read_response(c, &r, false), 0);
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(c));
-    client_close(c);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "keep-alive");
+    testnet_send_str(c, "GET /hello HTTP/1.0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     stop(1);
 }
 
@@ -727,51 +611,51 @@ static void test_client_gone_while_pending(void **state)
     (void)state;
     start_default();
     atomic_store(&cancelled_seen, 0);
-    client_t *c = client_open();
-    client_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\n\r\n");
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\n\r\n");
     wait_slow_started();
     /* A reset, not a polite FIN. */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    client_close(c);
+    testnet_client_close(c);
     for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 0);
     assert_int_equal(atomic_load(&cancelled_seen), 1);
 
     c = client_open();
     get_ok(c, "/hello", "hello");
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
 static void test_graceful_stop_finishes_in_flight(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     tr_server_config_t cfg;
     base_config(&cfg);
     cfg.workers = 2;
     cfg.idle_timeout_ms = 5000;
     start(&cfg);
 
-    client_t *idle = client_open();
+    testnet_client_t *idle = client_open();
     get_ok(idle, "/hello", "hello");
-    client_t *c = client_open();
-    client_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\n\r\n");
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\n\r\n");
     wait_slow_started();
     tr_server_stop(fx.srv);
 
     /* The idle keep-alive connection is closed at once... */
-    assert_true(closed_by_server(idle));
-    client_close(idle);
+    assert_true(testnet_closed_by_server(idle));
+    testnet_client_close(idle);
     /* ...while the request under way gets its answer, then a close. */
-    assert_int_equal(read_response(c, &r, false), 0);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "slow-last");
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     stop(2);
 
     /* Nothing listens any more. */
@@ -786,9 +670,9 @@ static void test_large_answer_written_in_pieces(void **state)
 {
     (void)state;
     start_default();
-    client_t *c = client_open_rcvbuf(16 * 1024);
-    client_send_str(c, "GET /big HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
-    sleep_ms(50); /* let the server fill the socket buffer and wait */
+    testnet_client_t *c = client_open_rcvbuf(16 * 1024);
+    testnet_send_str(c, "GET /big HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    testnet_sleep_ms(50); /* let the server fill the socket buffer and wait */
     char head[1024];
     size_t got = 0, head_len = 0;
     /* Read the big answer without keeping it: head, then BIG_BYTES. */
@@ -811,10 +695,10 @@ static void test_large_answer_written_in_pieces(void **state)
             assert_int_equal(chunk[n - 1], 'a' + (BIG_BYTES - 1) % 26);
         body += (size_t)n;
     }
-    response_t r;
-    assert_int_equal(read_response(c, &r, false), 0); /* the pipelined one */
+    testnet_response_t r;
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0); /* the pipelined one */
     assert_string_equal(r.body, "hello");
-    client_close(c);
+    testnet_client_close(c);
     stop(1);
 }
 
@@ -826,10 +710,10 @@ static void test_drain_deadline_ends_stuck_requests(void **state)
     cfg.drain_timeout_ms = 150;
     start(&cfg);
     atomic_store(&stuck_seen, 0);
-    client_t *c = client_open();
-    client_send_str(c, "GET /stuck HTTP/1.1\r\n\r\n");
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /stuck HTTP/1.1\r\n\r\n");
     for (int i = 0; i < 400 && atomic_load(&stuck_seen) == 0; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 1);
 
     struct timespec t0, t1;
@@ -838,8 +722,8 @@ static void test_drain_deadline_ends_stuck_requests(void **state)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     assert_true(waited > 0.1 && waited < 1.0);
-    assert_true(closed_by_server(c)); /* without an answer */
-    client_close(c);
+    assert_true(testnet_closed_by_server(c)); /* without an answer */
+    testnet_client_close(c);
 }
 
 static void test_several_workers_share_the_port(void **state)
@@ -849,13 +733,13 @@ static void test_several_workers_share_the_port(void **state)
     base_config(&cfg);
     cfg.workers = 3;
     start(&cfg);
-    client_t *cs[12];
+    testnet_client_t *cs[12];
     for (int i = 0; i < 12; i++)
         cs[i] = client_open();
     for (int i = 0; i < 12; i++)
         get_ok(cs[i], "/items/7", "{\"id\":\"7\"}");
     for (int i = 0; i < 12; i++)
-        client_close(cs[i]);
+        testnet_client_close(cs[i]);
     stop(3);
 }
 

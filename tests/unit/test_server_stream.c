@@ -38,6 +38,7 @@
 #include "kit/router.h"
 #include "kit/server.h"
 #include "kit/server_internal.h"
+#include "testnet.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UNDER_SANITIZER 1
@@ -709,213 +710,32 @@ static int teardown(void **state)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static bool wait_for(atomic_int *v, int want)
 {
     for (int i = 0; i < 400 && atomic_load(v) < want; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     return atomic_load(v) >= want;
 }
 
-/* ---- a blocking HTTP client --------------------------------------------- */
+/* ---- the client (testnet.h) -------------------------------------------- */
 
-typedef struct client {
-    int fd;
-    char buf[1 << 17];
-    size_t len;
-} client_t;
-
-typedef struct response {
-    int status;
-    char head[4096];
-    char body[1 << 16];
-    size_t body_len;
-    bool chunked;
-} response_t;
-
-static client_t *client_open_with(int sndbuf)
+/* sndbuf > 0 pins a small send buffer, so a large body meets backpressure
+ * early. */
+static testnet_client_t *client_open_with(int sndbuf)
 {
-    client_t *c = calloc(1, sizeof(*c));
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
-    struct timeval tv = {.tv_sec = 2};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    c->fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(c->fd >= 0);
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (sndbuf > 0) setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-    assert_int_equal(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    return c;
+    return testnet_client_open(fx.port, (testnet_opts_t){.sndbuf = sndbuf, .send_timeout = true});
 }
 
-static client_t *client_open(void)
+static testnet_client_t *client_open(void)
 {
     return client_open_with(0);
 }
 
-static void client_close(client_t *c)
+static void get_hello(testnet_client_t *c)
 {
-    close(c->fd);
-    free(c);
-}
-
-static void client_reset(client_t *c)
-{
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    client_close(c);
-}
-
-static void client_send(client_t *c, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
-        assert_true(n > 0);
-        data += n;
-        len -= (size_t)n;
-    }
-}
-
-static void client_send_str(client_t *c, const char *s)
-{
-    client_send(c, s, strlen(s));
-}
-
-static ssize_t client_fill(client_t *c)
-{
-    if (c->len == sizeof(c->buf)) return -1;
-    ssize_t n = recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
-    if (n > 0) c->len += (size_t)n;
-    return n;
-}
-
-static void client_consume(client_t *c, size_t n)
-{
-    memmove(c->buf, c->buf + n, c->len - n);
-    c->len -= n;
-}
-
-static const char *find_header(const response_t *r, const char *name)
-{
-    static char value[512];
-    size_t nlen = strlen(name);
-    const char *p = strstr(r->head, "\r\n");
-    while (p && p[2]) {
-        p += 2;
-        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            const char *v = p + nlen + 1;
-            while (*v == ' ')
-                v++;
-            const char *end = strstr(v, "\r\n");
-            size_t len = (size_t)(end - v);
-            if (len >= sizeof(value)) len = sizeof(value) - 1;
-            memcpy(value, v, len);
-            value[len] = '\0';
-            return value;
-        }
-        p = strstr(p, "\r\n");
-    }
-    return NULL;
-}
-
-static int count_headers(const response_t *r, const char *name)
-{
-    int n = 0;
-    size_t nlen = strlen(name);
-    for (const char *p = strstr(r->head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n"))
-        if (strncasecmp(p + 2, name, nlen) == 0 && p[2 + nlen] == ':') n++;
-    return n;
-}
-
-/* Reads until `want` bytes are buffered; 0 or -1 on EOF/error. */
-static int need(client_t *c, size_t want)
-{
-    while (c->len < want)
-        if (client_fill(c) <= 0) return -1;
-    return 0;
-}
-
-/* Reads one response: Content-Length, chunked (de-chunked into body) or,
- * with until_eof, everything until the server closes. For HEAD pass
- * no_body. Returns 0 or -1. */
-static int read_response_ex(client_t *c, response_t *r, bool no_body, bool until_eof)
-{
-    char *end;
-    memset(r, 0, sizeof(*r));
-    while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4)))
-        if (client_fill(c) <= 0) return -1;
-    size_t head_len = (size_t)(end - c->buf) + 2;
-    assert_true(head_len < sizeof(r->head));
-    memcpy(r->head, c->buf, head_len);
-    r->head[head_len] = '\0';
-    if (sscanf(r->head, "HTTP/1.1 %d", &r->status) != 1) return -1;
-    client_consume(c, head_len + 2);
-    if (no_body || r->status < 200 || r->status == 204 || r->status == 304) return 0;
-    const char *te = find_header(r, "Transfer-Encoding");
-    const char *cl = find_header(r, "Content-Length");
-    if (te && strcasecmp(te, "chunked") == 0) {
-        r->chunked = true;
-        for (;;) {
-            char *eol;
-            while (!(eol = memmem(c->buf, c->len, "\r\n", 2)))
-                if (client_fill(c) <= 0) return -1;
-            size_t size = strtoul(c->buf, NULL, 16);
-            client_consume(c, (size_t)(eol - c->buf) + 2);
-            if (need(c, size + 2) != 0) return -1;
-            if (size == 0) {
-                if (memcmp(c->buf, "\r\n", 2) != 0) return -1;
-                client_consume(c, 2);
-                return 0;
-            }
-            assert_true(r->body_len + size < sizeof(r->body));
-            memcpy(r->body + r->body_len, c->buf, size);
-            r->body_len += size;
-            if (memcmp(c->buf + size, "\r\n", 2) != 0) return -1;
-            client_consume(c, size + 2);
-        }
-    }
-    if (cl) {
-        size_t n = strtoul(cl, NULL, 10);
-        if (need(c, n) != 0) return -1;
-        assert_true(n < sizeof(r->body));
-        memcpy(r->body, c->buf, n);
-        r->body_len = n;
-        client_consume(c, n);
-        return 0;
-    }
-    if (!until_eof) return 0;
-    while (client_fill(c) > 0)
-        ;
-    memcpy(r->body, c->buf, c->len);
-    r->body_len = c->len;
-    c->len = 0;
-    return 0;
-}
-
-static int read_response(client_t *c, response_t *r)
-{
-    return read_response_ex(c, r, false, false);
-}
-
-/* True when the server closes the connection and sends nothing more. */
-static bool closed_by_server(client_t *c)
-{
-    if (c->len > 0) return false;
-    char b[64];
-    ssize_t n = recv(c->fd, b, sizeof(b), 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-static void get_hello(client_t *c)
-{
-    response_t r;
-    client_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_response_t r;
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "hello", 5);
 }
@@ -931,58 +751,58 @@ static void fill_pattern(char *buf, size_t len, uint64_t offset)
 static void test_router_first_then_hook(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
+    testnet_client_t *c = client_open();
 
     get_hello(c); /* the router's: the hook is not asked */
     assert_int_equal(atomic_load(&hook_calls), 0);
 
-    client_send_str(c, "GET /nope HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "GET /nope HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
     assert_non_null(strstr(r.body, "\"code\":\"not_found\""));
 
     /* The router knows /hello under GET only: the hook decides, the server
      * answers 405 with the router's Allow. */
-    client_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405);
-    assert_string_equal(find_header(&r, "Allow"), "GET, HEAD");
+    assert_string_equal(testnet_find_header(&r, "Allow"), "GET, HEAD");
 
-    client_send_str(c, "GET /limited HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "GET /limited HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 429);
     assert_non_null(strstr(r.body, "\"code\":\"rate_limited\""));
 
     /* Claimed and buffered: dispatch gets the hook's request, body whole. */
-    client_send_str(c, "POST /buf HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /buf HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "len=5 body=hello");
-    assert_string_equal(find_header(&r, "X-Request-Id"), hook_request_id);
+    assert_string_equal(testnet_find_header(&r, "X-Request-Id"), hook_request_id);
 
     /* Buffered for the hook: 100 Continue once the hook chose the mode. */
-    client_send_str(c, "POST /buf HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
-    assert_int_equal(read_response_ex(c, &r, true, false), 0);
+    testnet_send_str(c, "POST /buf HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 100);
-    client_send_str(c, "ok");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "ok");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(r.body, "len=2 body=ok");
 
-    client_send_str(c, "POST /buf?read=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /buf?read=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(r.body, "read=xyz");
-    client_send_str(c, "GET /buf?read=1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "GET /buf?read=1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(r.body, "read=");
 
     /* Over the hook's limit (100): 413 before dispatch, then close. */
-    client_send_str(c, "POST /buf HTTP/1.1\r\nContent-Length: 500\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /buf HTTP/1.1\r\nContent-Length: 500\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&dispatched), 4);
     assert_int_equal(atomic_load(&hook_calls), 8);
     stop();
@@ -991,47 +811,47 @@ static void test_router_first_then_hook(void **state)
 static void test_hook_answers_early_body_discarded_or_closed(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     char big[2048];
     start_default();
 
     /* A small body after an early 401: read and dropped, connection kept,
      * even when the body arrives after the answer. */
-    client_t *c = client_open();
-    client_send_str(c, "POST /deny HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
-    assert_string_equal(find_header(&r, "WWW-Authenticate"), "Bearer");
-    assert_null(find_header(&r, "Connection"));
-    client_send_str(c, "56789");
+    assert_string_equal(testnet_find_header(&r, "WWW-Authenticate"), "Bearer");
+    assert_null(testnet_find_header(&r, "Connection"));
+    testnet_send_str(c, "56789");
     get_hello(c);
     /* Chunked, in the same packet as the next request. */
-    client_send_str(c, "POST /deny HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
-    assert_int_equal(read_response(c, &r), 0);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
-    client_close(c);
+    testnet_client_close(c);
 
     /* A large announced body is not worth reading: Connection: close. */
     c = client_open();
-    client_send_str(c, "POST /deny HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n");
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n");
     memset(big, 'x', sizeof(big));
-    client_send(c, big, sizeof(big));
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send(c, big, sizeof(big));
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
 
     /* Expect: 100-continue never answered: close rather than wait. */
     c = client_open();
-    client_send_str(c, "POST /deny HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    client_close(c);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&dispatched), 0);
     stop();
 }
@@ -1093,7 +913,7 @@ static long max_rss_kib(void)
 static void test_stream_body_backpressure_20mb(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     char want[96];
     const uint64_t total = 20u * 1024 * 1024;
     tr_server_config_t cfg;
@@ -1102,25 +922,25 @@ static void test_stream_body_backpressure_20mb(void **state)
     start(&cfg);
     long rss_before = max_rss_kib();
 
-    client_t *c = client_open_with(64 * 1024);
+    testnet_client_t *c = client_open_with(64 * 1024);
     char head[128];
     snprintf(head, sizeof(head),
              "POST /up?hold=400&pause=0 HTTP/1.1\r\nContent-Length: %llu\r\n\r\n",
              (unsigned long long)total);
-    client_send_str(c, head);
+    testnet_send_str(c, head);
     sender_t s = {.fd = c->fd, .total = total};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, send_body, &s), 0);
 
     assert_true(wait_for(&first_data, 1));
-    sleep_ms(250); /* the handler holds until 400 ms */
+    testnet_sleep_ms(250); /* the handler holds until 400 ms */
     uint64_t sent = atomic_load(&s.sent), got = atomic_load(&body_bytes);
     assert_true(sent < total);
     assert_true(sent - got < total - 4u * 1024 * 1024);
 
     pthread_join(th, NULL);
     assert_int_equal(atomic_load(&s.failed), 0);
-    assert_int_equal(read_response(c, &r), 0);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     snprintf(want, sizeof(want), "bytes=%llu hash=%08x", (unsigned long long)total,
              pattern_hash(total));
@@ -1136,31 +956,31 @@ static void test_stream_body_backpressure_20mb(void **state)
     (void)rss_before;
 #endif
     get_hello(c); /* keep-alive after a streamed body */
-    client_close(c);
+    testnet_client_close(c);
     stop();
 }
 
 static void test_stream_chunked_body_echoed(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
-    client_send_str(c, "POST /up?echo=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "5;ext=1\r\nhello\r\n");
-    sleep_ms(30);
-    client_send_str(c, "7\r\n, world\r\n");
-    sleep_ms(30);
-    client_send_str(c, "0\r\nX-Trailer: t\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /up?echo=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "5;ext=1\r\nhello\r\n");
+    testnet_sleep_ms(30);
+    testnet_send_str(c, "7\r\n, world\r\n");
+    testnet_sleep_ms(30);
+    testnet_send_str(c, "0\r\nX-Trailer: t\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_true(r.chunked);
     assert_int_equal(r.body_len, 12);
     assert_memory_equal(r.body, "hello, world", 12);
-    assert_int_equal(read_response(c, &r), 0); /* the pipelined one */
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0); /* the pipelined one */
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "hello", 5);
-    client_close(c);
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&end_status), 0);
     assert_int_equal(atomic_load(&write_errors), 0);
     stop();
@@ -1169,42 +989,43 @@ static void test_stream_chunked_body_echoed(void **state)
 static void test_stream_body_limit_413(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     char body[700];
     start_default();
     memset(body, 'y', sizeof(body));
 
     /* Announced over the limit: 413 at once, the handler never runs. */
-    client_t *c = client_open();
-    client_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&dispatched), 0);
 
     /* Chunked, growing past it mid-stream: on_end(-EMSGSIZE), then 413. */
     c = client_open();
-    client_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-    client_send_str(c, "2bc\r\n");
-    client_send(c, body, sizeof(body));
-    client_send_str(c, "\r\n2bc\r\n");
-    client_send(c, body, sizeof(body));
-    client_send_str(c, "\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    testnet_send_str(c, "2bc\r\n");
+    testnet_send(c, body, sizeof(body));
+    testnet_send_str(c, "\r\n2bc\r\n");
+    testnet_send(c, body, sizeof(body));
+    testnet_send_str(c, "\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
     assert_non_null(strstr(r.body, "\"code\":\"payload_too_large\""));
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&end_status), -EMSGSIZE);
 
     /* Malformed chunk framing mid-stream: on_end(-EBADMSG), then 400. */
     c = client_open();
-    client_send_str(c, "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c,
+                     "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 400);
-    client_close(c);
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&end_status), -EBADMSG);
     stop();
 }
@@ -1212,36 +1033,36 @@ static void test_stream_body_limit_413(void **state)
 static void test_stream_body_timeout_and_expect(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
 
     /* The body stops coming: -ETIMEDOUT to the handler, 408. */
-    client_t *c = client_open();
-    client_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 408);
-    assert_true(closed_by_server(c));
-    client_close(c);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&end_status), -ETIMEDOUT);
 
     /* 100 Continue comes when the handler starts reading. */
     c = client_open();
-    client_send_str(
+    testnet_send_str(
         c, "POST /up?echo=1 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
-    assert_int_equal(read_response_ex(c, &r, true, false), 0);
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 100);
-    client_send_str(c, "body");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "body");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "body", 4);
 
     /* An early answer that skips a small body keeps the connection. */
-    client_send_str(c, "POST /up?early=1 HTTP/1.1\r\nContent-Length: 6\r\n\r\nabcdef");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "POST /up?early=1 HTTP/1.1\r\nContent-Length: 6\r\n\r\nabcdef");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "early", 5);
     get_hello(c);
-    client_close(c);
+    testnet_client_close(c);
     stop();
 }
 
@@ -1252,13 +1073,13 @@ static void test_client_disconnect_mid_stream(void **state)
 
     /* Half the body, then a reset: the body ends with -ECONNRESET; the
      * handler answers there, so its cancel callback has nothing to add. */
-    client_t *c = client_open();
-    client_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
     char part[5000];
     memset(part, 'z', sizeof(part));
-    client_send(c, part, sizeof(part));
+    testnet_send(c, part, sizeof(part));
     assert_true(wait_for(&first_data, 1));
-    client_reset(c);
+    testnet_client_reset(c);
     assert_true(wait_for(&end_calls, 1));
     assert_int_equal(atomic_load(&end_status), -ECONNRESET);
     assert_int_equal(atomic_load(&cancel_calls), 0);
@@ -1266,33 +1087,33 @@ static void test_client_disconnect_mid_stream(void **state)
     /* A half-close (FIN) before the body is complete. */
     atomic_store(&first_data, 0);
     c = client_open();
-    client_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
-    client_send(c, part, sizeof(part));
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    testnet_send(c, part, sizeof(part));
     assert_true(wait_for(&first_data, 1));
     shutdown(c->fd, SHUT_WR);
     assert_true(wait_for(&end_calls, 2));
     assert_int_equal(atomic_load(&end_status), -ECONNRESET);
-    client_close(c);
+    testnet_client_close(c);
 
     /* Leaving while the handler waits with nothing to read or write (a
      * slow upstream): only the cancel callback can tell it. */
     c = client_open();
-    client_send_str(c, "GET /res/chunked?n=4&ms=300 HTTP/1.1\r\n\r\n");
-    sleep_ms(60);
-    client_reset(c);
+    testnet_send_str(c, "GET /res/chunked?n=4&ms=300 HTTP/1.1\r\n\r\n");
+    testnet_sleep_ms(60);
+    testnet_client_reset(c);
     assert_true(wait_for(&cancel_calls, 1));
     for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 0);
     assert_int_equal(atomic_load(&end_calls), 2);
 
     /* Leaving during a streamed answer with writes under way. */
     c = client_open_with(0);
-    client_send_str(c, "GET /res/chunked?n=16&ms=1 HTTP/1.1\r\n\r\n");
-    sleep_ms(5);
-    client_reset(c);
+    testnet_send_str(c, "GET /res/chunked?n=16&ms=1 HTTP/1.1\r\n\r\n");
+    testnet_sleep_ms(5);
+    testnet_client_reset(c);
     for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 0);
     stop();
 }
@@ -1300,7 +1121,7 @@ static void test_client_disconnect_mid_stream(void **state)
 static void test_shutdown_with_streaming_request(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     tr_server_config_t cfg;
     base_config(&cfg);
     cfg.drain_timeout_ms = 300;
@@ -1309,27 +1130,27 @@ static void test_shutdown_with_streaming_request(void **state)
 
     /* One body completes during the drain and is answered with a close;
      * another never completes and is cut by the deadline. */
-    client_t *done = client_open();
-    client_send_str(done, "POST /up HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
-    client_t *stuck = client_open();
-    client_send_str(stuck, "POST /up HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
+    testnet_client_t *done = client_open();
+    testnet_send_str(done, "POST /up HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
+    testnet_client_t *stuck = client_open();
+    testnet_send_str(stuck, "POST /up HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
     for (int i = 0; i < 400 && atomic_load(&body_bytes) == 0; i++)
-        sleep_ms(5);
-    sleep_ms(50);
+        testnet_sleep_ms(5);
+    testnet_sleep_ms(50);
     tr_server_stop(fx.srv);
-    sleep_ms(50);
-    client_send_str(done, "efgh");
-    assert_int_equal(read_response(done, &r), 0);
+    testnet_sleep_ms(50);
+    testnet_send_str(done, "efgh");
+    assert_int_equal(testnet_read_response(done, &r, false, false), 0);
     assert_int_equal(r.status, 200);
-    assert_string_equal(find_header(&r, "Connection"), "close");
-    assert_true(closed_by_server(done));
-    client_close(done);
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+    assert_true(testnet_closed_by_server(done));
+    testnet_client_close(done);
 
     tr_server_wait(fx.srv);
     fx.srv = NULL;
     assert_int_equal(atomic_load(&end_status), -ECONNRESET);
-    assert_true(closed_by_server(stuck));
-    client_close(stuck);
+    assert_true(testnet_closed_by_server(stuck));
+    testnet_client_close(stuck);
     assert_int_equal(atomic_load(&worker_stops), 1);
     assert_int_equal(atomic_load(&open_handles), 0);
     assert_int_equal(atomic_load(&checks_failed), 0);
@@ -1340,49 +1161,49 @@ static void test_shutdown_with_streaming_request(void **state)
 static void test_streamed_answers_chunked_sized_pipelined(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
+    testnet_client_t *c = client_open();
 
-    client_send_str(c, "GET /res/chunked?n=3&ms=5&empty=1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "GET /res/chunked?n=3&ms=5&empty=1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_true(r.chunked);
-    assert_null(find_header(&r, "Content-Length"));
-    assert_string_equal(find_header(&r, "Content-Type"), "text/plain");
-    assert_string_equal(find_header(&r, "X-Stream"), "yes");
-    assert_int_equal(count_headers(&r, "Date"), 1);
-    assert_int_equal(count_headers(&r, "Transfer-Encoding"), 1);
+    assert_null(testnet_find_header(&r, "Content-Length"));
+    assert_string_equal(testnet_find_header(&r, "Content-Type"), "text/plain");
+    assert_string_equal(testnet_find_header(&r, "X-Stream"), "yes");
+    assert_int_equal(testnet_count_headers(&r, "Date"), 1);
+    assert_int_equal(testnet_count_headers(&r, "Transfer-Encoding"), 1);
     assert_int_equal(r.body_len, strlen("piece-0;piece-1;piece-2;"));
     assert_memory_equal(r.body, "piece-0;piece-1;piece-2;", r.body_len);
 
     /* Sized, pipelined with a routed request and another streamed one. */
-    client_send_str(c, "GET /res/sized?n=2 HTTP/1.1\r\n\r\n"
-                       "GET /hello HTTP/1.1\r\n\r\n"
-                       "GET /res/chunked?n=1&nodate=1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "GET /res/sized?n=2 HTTP/1.1\r\n\r\n"
+                        "GET /hello HTTP/1.1\r\n\r\n"
+                        "GET /res/chunked?n=1&nodate=1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_false(r.chunked);
-    assert_string_equal(find_header(&r, "Content-Length"), "16");
+    assert_string_equal(testnet_find_header(&r, "Content-Length"), "16");
     assert_memory_equal(r.body, "piece-0;piece-1;", 16);
-    assert_int_equal(read_response(c, &r), 0);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_memory_equal(r.body, "hello", 5);
-    assert_int_equal(read_response(c, &r), 0);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_true(r.chunked);
-    assert_int_equal(count_headers(&r, "Date"), 1);
-    assert_string_equal(find_header(&r, "Date"), "Mon, 01 Jan 2024 00:00:00 GMT");
+    assert_int_equal(testnet_count_headers(&r, "Date"), 1);
+    assert_string_equal(testnet_find_header(&r, "Date"), "Mon, 01 Jan 2024 00:00:00 GMT");
     assert_memory_equal(r.body, "piece-0;", 8);
 
     /* Copied writes, sized and chunked. */
-    client_send_str(c, "GET /res/sized?n=3&copy=1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
-    assert_string_equal(find_header(&r, "Content-Length"), "24");
+    testnet_send_str(c, "GET /res/sized?n=3&copy=1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_string_equal(testnet_find_header(&r, "Content-Length"), "24");
     assert_memory_equal(r.body, "piece-0;piece-1;piece-2;", 24);
-    client_send_str(c, "GET /res/chunked?n=2&copy=1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_send_str(c, "GET /res/chunked?n=2&copy=1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_true(r.chunked);
     assert_memory_equal(r.body, "piece-0;piece-1;", 16);
     get_hello(c);
-    client_close(c);
+    testnet_client_close(c);
     assert_int_equal(atomic_load(&last_status), 200);
     assert_int_equal(atomic_load(&write_errors), 0);
     stop();
@@ -1391,51 +1212,51 @@ static void test_streamed_answers_chunked_sized_pipelined(void **state)
 static void test_streamed_answer_head_and_http10(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
+    testnet_client_t *c = client_open();
 
-    client_send_str(c, "HEAD /res/sized?n=2 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response_ex(c, &r, true, false), 0);
-    assert_string_equal(find_header(&r, "Content-Length"), "16");
-    client_send_str(c, "HEAD /res/chunked?n=2 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response_ex(c, &r, true, false), 0);
-    assert_string_equal(find_header(&r, "Transfer-Encoding"), "chunked");
+    testnet_send_str(c, "HEAD /res/sized?n=2 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
+    assert_string_equal(testnet_find_header(&r, "Content-Length"), "16");
+    testnet_send_str(c, "HEAD /res/chunked?n=2 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
+    assert_string_equal(testnet_find_header(&r, "Transfer-Encoding"), "chunked");
     /* Had any body byte been sent, it would be read as a status line. */
     get_hello(c);
-    client_close(c);
+    testnet_client_close(c);
 
     /* HTTP/1.0 and no length: delimited by the close. */
     c = client_open();
-    client_send_str(c, "GET /res/chunked?n=2 HTTP/1.0\r\n\r\n");
-    assert_int_equal(read_response_ex(c, &r, false, true), 0);
-    assert_null(find_header(&r, "Transfer-Encoding"));
-    assert_string_equal(find_header(&r, "Connection"), "close");
+    testnet_send_str(c, "GET /res/chunked?n=2 HTTP/1.0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, true), 0);
+    assert_null(testnet_find_header(&r, "Transfer-Encoding"));
+    assert_string_equal(testnet_find_header(&r, "Connection"), "close");
     assert_int_equal(r.body_len, 16);
     assert_memory_equal(r.body, "piece-0;piece-1;", 16);
-    client_close(c);
+    testnet_client_close(c);
     stop();
 }
 
 static void test_streamed_answer_abort_and_short(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
 
     /* Aborted midway: the chunked body never ends, the connection closes. */
-    client_t *c = client_open();
-    client_send_str(c, "GET /res/abort?n=4 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), -1);
-    client_close(c);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "GET /res/abort?n=4 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), -1);
+    testnet_client_close(c);
 
     /* Shorter than announced: handled as an abort. */
     c = client_open();
-    client_send_str(c, "GET /res/short?n=2 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), -1);
-    client_close(c);
+    testnet_send_str(c, "GET /res/short?n=2 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), -1);
+    testnet_client_close(c);
     for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
-        sleep_ms(5);
+        testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 0);
     stop();
 }
@@ -1445,52 +1266,52 @@ static void test_streamed_answer_abort_and_short(void **state)
 static void test_upgrade_hand_off_echo(void **state)
 {
     (void)state;
-    response_t r;
+    testnet_response_t r;
     start_default();
-    client_t *c = client_open();
+    testnet_client_t *c = client_open();
     /* Bytes right after the head must reach the new owner. */
-    client_send_str(c, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly;");
-    assert_int_equal(read_response_ex(c, &r, true, false), 0);
+    testnet_send_str(c, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly;");
+    assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 101);
-    assert_int_equal(need(c, 6), 0);
+    assert_int_equal(testnet_need(c, 6), 0);
     assert_memory_equal(c->buf, "early;", 6);
-    client_consume(c, 6);
-    client_send_str(c, "ping");
-    assert_int_equal(need(c, 4), 0);
+    testnet_consume(c, 6);
+    testnet_send_str(c, "ping");
+    assert_int_equal(testnet_need(c, 4), 0);
     assert_memory_equal(c->buf, "ping", 4);
-    client_consume(c, 4);
+    testnet_consume(c, 4);
     assert_int_equal(atomic_load(&upgraded), 1);
     assert_int_equal(atomic_load(&last_status), 101);
     assert_int_equal(tr_server_in_flight(fx.srv), 0);
 
     /* A second upgraded connection stays open through the stop: the server
      * does not wait for it, worker_stop closes it. */
-    client_t *d = client_open();
-    client_send_str(d, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
-    assert_int_equal(read_response_ex(d, &r, true, false), 0);
+    testnet_client_t *d = client_open();
+    testnet_send_str(d, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    assert_int_equal(testnet_read_response(d, &r, true, false), 0);
     assert_int_equal(r.status, 101);
-    client_close(c); /* the first one ends from the client side */
+    testnet_client_close(c); /* the first one ends from the client side */
 
     /* Taken over from inside dispatch, early bytes in the same packet. */
-    client_t *s = client_open();
-    client_send_str(s, "GET /ws?sync=1 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
-                       "same-packet");
-    assert_int_equal(read_response_ex(s, &r, true, false), 0);
+    testnet_client_t *s = client_open();
+    testnet_send_str(s, "GET /ws?sync=1 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+                        "same-packet");
+    assert_int_equal(testnet_read_response(s, &r, true, false), 0);
     assert_int_equal(r.status, 101);
-    assert_int_equal(need(s, 11), 0);
+    assert_int_equal(testnet_need(s, 11), 0);
     assert_memory_equal(s->buf, "same-packet", 11);
-    client_close(s);
+    testnet_client_close(s);
 
     /* Not allowed once a streamed answer started. */
-    client_t *e = client_open();
-    client_send_str(e, "GET /ws?bad=1 HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(e, &r), 0);
+    testnet_client_t *e = client_open();
+    testnet_send_str(e, "GET /ws?bad=1 HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(e, &r, false, false), 0);
     assert_int_equal(r.status, 200);
-    client_close(e);
+    testnet_client_close(e);
 
     stop();
-    assert_true(closed_by_server(d));
-    client_close(d);
+    assert_true(testnet_closed_by_server(d));
+    testnet_client_close(d);
 }
 
 /* ---- tests: the parser's streaming modes -------------------------------- */
@@ -1593,13 +1414,13 @@ static void test_start_config_errors(void **state)
     base_config(&cfg);
     cfg.router = NULL;
     start(&cfg);
-    client_t *c = client_open();
-    response_t r;
-    client_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
-    assert_int_equal(read_response(c, &r), 0);
+    testnet_client_t *c = client_open();
+    testnet_response_t r;
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405); /* the hook's verdict; no router, no Allow */
-    assert_null(find_header(&r, "Allow"));
-    client_close(c);
+    assert_null(testnet_find_header(&r, "Allow"));
+    testnet_client_close(c);
     stop();
 }
 

@@ -38,6 +38,7 @@
 #include "kit/http.h"
 #include "kit/router.h"
 #include "kit/server.h"
+#include "testnet.h"
 #include "testutil.h"
 
 /* ---- handlers ----------------------------------------------------------- */
@@ -229,18 +230,6 @@ static void stop(void)
 
 /* ---- a tiny blocking HTTPS client --------------------------------------- */
 
-static int tcp_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
-}
-
 typedef struct client {
     int fd;
     SSL *ssl;
@@ -248,7 +237,7 @@ typedef struct client {
 
 static void client_open(client_t *cl)
 {
-    cl->fd = tcp_connect(fx.port);
+    cl->fd = testnet_dial(fx.port, (testnet_opts_t){0});
     cl->ssl = SSL_new(fx.client_ctx);
     assert_non_null(cl->ssl);
     SSL_set_fd(cl->ssl, cl->fd);
@@ -406,7 +395,7 @@ static void test_plain_http_closed(void **state)
     static const char plain[] = "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n";
     client_t cl;
     start();
-    int fd = tcp_connect(fx.port);
+    int fd = testnet_dial(fx.port, (testnet_opts_t){0});
     assert_int_equal(send(fd, plain, sizeof(plain) - 1, 0), (ssize_t)sizeof(plain) - 1);
     size_t total = 0;
     ssize_t n;
