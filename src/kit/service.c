@@ -376,7 +376,8 @@ static int build_router(service_impl_t *impl)
 
 typedef struct signal_ctx {
     uv_signal_t term, intr, hup;
-    bool has_hup; /* the service reloads on SIGHUP */
+    bool has_hup;  /* the service reloads on SIGHUP */
+    bool stopping; /* a first SIGTERM/SIGINT arrived */
     tr_server_t *server;
     tr_service_t *svc;
 } signal_ctx_t;
@@ -384,11 +385,18 @@ typedef struct signal_ctx {
 static void on_signal(uv_signal_t *h, int signum)
 {
     signal_ctx_t *ctx = h->data;
+    if (ctx->stopping) return;
+    ctx->stopping = true;
     tr_log_info("received %s, draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     if (ctx->server) tr_server_stop(ctx->server);
-    uv_close((uv_handle_t *)&ctx->term, NULL);
-    uv_close((uv_handle_t *)&ctx->intr, NULL);
-    if (ctx->has_hup) uv_close((uv_handle_t *)&ctx->hup, NULL);
+    /* The handlers stay installed until the drain is over (signals_close):
+     * a Ctrl-C reaches a supervised service twice, as SIGINT from the
+     * terminal and as SIGTERM from `trellis up`, and the second one must not
+     * find the default action and kill the process mid-drain. Unreferenced,
+     * they no longer keep this loop running. */
+    uv_unref((uv_handle_t *)&ctx->term);
+    uv_unref((uv_handle_t *)&ctx->intr);
+    if (ctx->has_hup) uv_unref((uv_handle_t *)&ctx->hup);
 }
 
 static void on_sighup(uv_signal_t *h, int signum)
@@ -418,8 +426,8 @@ static void signals_install(uv_loop_t *loop, signal_ctx_t *ctx)
     }
 }
 
-/* Closes the signal handles when the service ends without a signal (e.g.
- * the server failed to start). */
+/* Closes the signal handles once the service has stopped (or failed to
+ * start); from here on a signal has its default action again. */
 static void signals_close(uv_loop_t *loop, signal_ctx_t *ctx)
 {
     if (!uv_is_closing((uv_handle_t *)&ctx->term)) {
@@ -527,7 +535,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     signals.server = svc->server;
     uv_run(&signal_loop, UV_RUN_DEFAULT);
     tr_server_wait(svc->server);
-    svc->server = NULL;
+    svc->server = signals.server = NULL; /* late signals find nothing to act on */
     tr_log_info("stopped");
     exit_code = 0;
 

@@ -178,6 +178,18 @@ describe('trellis serve', () => {
     assert.ok(svc.logs.some((e) => e.msg === 'stopped' || /drain/.test(String(e.msg))), 'shutdown is logged');
   });
 
+  test('a second signal during the drain does not kill the service', opts, async () => {
+    // Ctrl-C under `trellis up` reaches a service twice: SIGINT from the
+    // terminal's process group and SIGTERM from the supervisor.
+    for (const name of ['auth', 'gateway']) {
+      const svc = await startService(name);
+      svc.proc.kill('SIGINT');
+      svc.proc.kill('SIGTERM');
+      const r = await svc.stop({ check: false });
+      assert.deepEqual({ code: r.code, signal: r.signal }, { code: 0, signal: null }, `${name} exit after SIGINT + SIGTERM`);
+    }
+  });
+
   test('the secret persists: tokens survive a restart on the same data dir', opts, async (t) => {
     const dir = tempDir();
     t.after(() => removeDir(dir));
