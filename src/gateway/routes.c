@@ -373,6 +373,18 @@ static int parse_outlier(parse_ctx_t *c, const char *where, json_t *v, gw_upstre
     return 0;
 }
 
+/* Checks the head of a named entry of a section ("upstreams.<name>"): its
+ * name, that it is an object with only known keys. Fills where with the
+ * entry's path for later messages. Returns 0 or the failure. */
+static int open_named(parse_ctx_t *c, const char *section, const char *name, json_t *v,
+                      const char *const *keys, char *where, size_t where_size)
+{
+    snprintf(where, where_size, "%s.%s", section, name);
+    if (!valid_name(name, 64)) return fail(c, where, "name must be 1-64 of [A-Za-z0-9_.-]");
+    if (!json_is_object(v)) return fail(c, where, "expected an object");
+    return check_keys(c, where, v, keys);
+}
+
 static int parse_upstream(parse_ctx_t *c, const char *name, json_t *v)
 {
     static const char *const keys[] = {"instances",       "lb",          "health",  "required",
@@ -382,10 +394,7 @@ static int parse_upstream(parse_ctx_t *c, const char *name, json_t *v)
     json_t *f;
     int rc;
 
-    snprintf(where, sizeof(where), "upstreams.%s", name);
-    if (!valid_name(name, 64)) return fail(c, where, "name must be 1-64 of [A-Za-z0-9_.-]");
-    if (!json_is_object(v)) return fail(c, where, "expected an object");
-    if ((rc = check_keys(c, where, v, keys)) != 0) return rc;
+    if ((rc = open_named(c, "upstreams", name, v, keys, where, sizeof(where))) != 0) return rc;
     gw_upstream_spec_t *u = upstream_add(c->t, name);
 
     if ((f = json_object_get(v, "instances"))) {
@@ -480,10 +489,7 @@ static int parse_limit(parse_ctx_t *c, const char *name, json_t *v)
     json_t *f;
     int rc;
 
-    snprintf(where, sizeof(where), "rate_limits.%s", name);
-    if (!valid_name(name, 64)) return fail(c, where, "name must be 1-64 of [A-Za-z0-9_.-]");
-    if (!json_is_object(v)) return fail(c, where, "expected an object");
-    if ((rc = check_keys(c, where, v, keys)) != 0) return rc;
+    if ((rc = open_named(c, "rate_limits", name, v, keys, where, sizeof(where))) != 0) return rc;
     gw_table_t *t = c->t;
     t->limits = tr_xrealloc(t->limits, (t->nlimits + 1) * sizeof(*t->limits));
     gw_limit_spec_t *l = &t->limits[t->nlimits++];

@@ -619,6 +619,17 @@ static tr_upstream_t *make_upstream(const char *name, const char *const *addrs, 
     return up;
 }
 
+/* Starts raw playing pieces (see rawsrv_script) and returns a one-instance
+ * upstream named name that points at it. */
+static tr_upstream_t *scripted_upstream(rawsrv_t *raw, const char *name, const char *const *pieces,
+                                        size_t n, int interval_ms, bool close_after)
+{
+    rawsrv_start(&loop, raw, RAW_SCRIPT);
+    rawsrv_script(raw, pieces, n, interval_ms, close_after);
+    const char *addr = raw->addr;
+    return make_upstream(name, &addr, 1, NULL);
+}
+
 static tr_client_opts_t opts(const char *method, const char *target, result_t *res)
 {
     tr_client_opts_t o;
@@ -658,10 +669,7 @@ static void test_pool_reuse(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, fixed_hello, 1, 0, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("reuse", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "reuse", fixed_hello, 1, 0, false);
     for (int i = 0; i < 10; i++) {
         result_t res;
         result_init(&res);
@@ -761,10 +769,7 @@ static void test_chunked_response(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, chunked_pieces, 4, 5, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("chunked", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "chunked", chunked_pieces, 4, 5, false);
     for (int i = 0; i < 2; i++) {
         result_t res;
         result_init(&res);
@@ -790,10 +795,7 @@ static void test_close_delimited_and_cut(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, eof_body, 2, 5, true);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("eof", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "eof", eof_body, 2, 5, true);
 
     result_t res;
     result_init(&res);
@@ -824,10 +826,7 @@ static void test_interim_and_no_content(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, interim, 1, 0, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("interim", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "interim", interim, 1, 0, false);
     for (int i = 0; i < 2; i++) {
         result_t res;
         result_init(&res);
@@ -850,10 +849,7 @@ static void test_malformed_response(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, garbage, 1, 0, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("garbage", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "garbage", garbage, 1, 0, false);
     result_t res;
     result_init(&res);
     tr_client_opts_t o = opts("GET", "/", &res);
@@ -1205,10 +1201,7 @@ static void test_idle_body_timeout(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, stall, 1, 0, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("stall", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "stall", stall, 1, 0, false);
     result_t res;
     result_init(&res);
     tr_client_opts_t o = opts("GET", "/", &res);
@@ -1655,10 +1648,7 @@ static void test_cancel_mid_response(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, endless, 2, 50, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("cancel", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "cancel", endless, 2, 50, false);
     result_t res;
     result_init(&res);
     res.cancel_on_body = true;
@@ -1896,10 +1886,7 @@ static void test_retired_upstream(void **state)
 {
     (void)state;
     rawsrv_t raw;
-    rawsrv_start(&loop, &raw, RAW_SCRIPT);
-    rawsrv_script(&raw, fixed_hello, 1, 0, false);
-    const char *addr = raw.addr;
-    tr_upstream_t *up = make_upstream("retire", &addr, 1, NULL);
+    tr_upstream_t *up = scripted_upstream(&raw, "retire", fixed_hello, 1, 0, false);
     result_t res;
     result_init(&res);
     tr_client_opts_t o = opts("GET", "/", &res);
