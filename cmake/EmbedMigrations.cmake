@@ -1,6 +1,6 @@
 # trellis_embed_migrations(service dir out_var)
-# Turns dir/NNNN_name.sql files into a generated C file defining
-#   const tr_migration_t <service>_migrations[]; const size_t <service>_migrations_count;
+# Turns dir/NNNN_name[.sqlite|.pg].sql files into a generated C file defining
+#   const tr_migrations_t <service>_migrations;  (see kit/store.h)
 # Files are applied in name order; NNNN is the schema version.
 function(trellis_embed_migrations service dir out_var)
   file(GLOB sql_files CONFIGURE_DEPENDS ${dir}/*.sql)

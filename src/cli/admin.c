@@ -134,7 +134,7 @@ static int open_auth_db(const admin_args_t *a, tr_config_t **cfg, tr_store_t **d
     }
     if ((rc = tr_store_open(url, db)) != 0) {
         fprintf(stderr, "trellis admin: cannot open %s (%d)\n", url, rc);
-    } else if ((rc = tr_store_migrate(*db, auth_migrations, auth_migrations_count)) != 0) {
+    } else if ((rc = tr_store_migrate(*db, &auth_migrations)) != 0) {
         fprintf(stderr, "trellis admin: migrating %s failed: %s\n", url, tr_store_errmsg(*db));
     }
     free(url);

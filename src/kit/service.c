@@ -327,8 +327,7 @@ static int migrate(const tr_service_t *svc)
         tr_log_error("cannot open database: %s", tr_store_errmsg(NULL));
         return rc;
     }
-    if (svc->def->nmigrations > 0)
-        rc = tr_store_migrate(db, svc->def->migrations, svc->def->nmigrations);
+    if (svc->def->migrations) rc = tr_store_migrate(db, svc->def->migrations);
     if (rc != 0) tr_log_error("migrations failed: %s", tr_store_errmsg(db));
     tr_store_close(db);
     return rc;

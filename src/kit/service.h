@@ -42,8 +42,7 @@ typedef struct tr_service_def {
     int default_workers; /* when --workers is not given; 0 = number of cores */
     const tr_route_t *routes;
     size_t nroutes;
-    const tr_migration_t *migrations;
-    size_t nmigrations;
+    const tr_migrations_t *migrations; /* generated from migrations/; NULL: none */
     const tr_option_t *options; /* service-specific options, {NULL}-terminated */
     /* More option tables, for options a kit module declares (e.g.
      * tr_ratelimit_config_options); NULL-terminated array, may be NULL. */

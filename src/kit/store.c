@@ -330,11 +330,18 @@ const char *tr_store_errmsg(tr_store_t *db)
 
 /* ---- migrations --------------------------------------------------------- */
 
+/* The migration's SQL for db's engine. */
+static const char *migration_sql(const tr_store_t *db, const tr_migration_t *m)
+{
+    return strcmp(db->engine->name, "postgres") == 0 ? m->pg : m->sqlite;
+}
+
 static int check_migrations(tr_store_t *db, const tr_migration_t *m, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
-        if (!m[i].name || !m[i].sql || m[i].version <= 0) {
-            tr__store_set_error(db, "migration #%zu has no name, no SQL or a version below 1", i);
+        if (!m[i].name || !migration_sql(db, &m[i]) || m[i].version <= 0) {
+            tr__store_set_error(db, "migration #%zu has no name, no SQL for %s or a version below 1", i,
+                                db->engine->name);
             return -EINVAL;
         }
         if (i > 0 && m[i].version <= m[i - 1].version) {
@@ -380,7 +387,7 @@ static int apply_one(tr_store_t *db, const tr_migration_t *m)
     /* Re-checked under the write lock: another process may have won. */
     if ((rc = is_applied(db, m->version, &applied)) != 0) goto out;
     if (applied) goto out;
-    if ((rc = db->engine->exec_script(db, m->sql)) != 0) {
+    if ((rc = db->engine->exec_script(db, migration_sql(db, m))) != 0) {
         json_t *fields = json_object();
         json_object_set_new(fields, "migration", json_string(m->name));
         json_object_set_new(fields, "version", json_integer(m->version));
@@ -405,8 +412,10 @@ out:
     return rc;
 }
 
-int tr_store_migrate(tr_store_t *db, const tr_migration_t *migrations, size_t count)
+int tr_store_migrate(tr_store_t *db, const tr_migrations_t *set)
 {
+    const tr_migration_t *migrations = set->list;
+    size_t count = set->count;
     int rc;
 
     if ((rc = check_idle(db, NULL)) != 0) return rc;

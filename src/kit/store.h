@@ -22,15 +22,28 @@
 #define TR_STORE_ECONSTRAINT (-8001) /* unique / foreign key / check violated */
 #define TR_STORE_EBUSY       (-8002) /* database locked past the busy timeout */
 #define TR_STORE_EERROR      (-8003) /* any other engine error (logged) */
+/* Serialization failure or deadlock (PostgreSQL 40001 / 40P01): the
+ * transaction was aborted and may succeed when run again from the start
+ * (tr_store_run does that for TR_STORE_TX jobs, kit/store_job.h). */
+#define TR_STORE_ERETRY (-8004)
 
 typedef struct tr_store tr_store_t;
 typedef struct tr_rows tr_rows_t;
 
 typedef struct tr_migration {
-    int version;      /* schema version this migration brings the database to */
-    const char *name; /* file name without extension */
-    const char *sql;  /* one or more statements */
+    int version;       /* schema version this migration brings the database to */
+    const char *name;  /* "0001_init": the file name without engine or extension */
+    const char *sqlite; /* one or more statements, for SQLite */
+    const char *pg;     /* the same change for PostgreSQL (often the same text) */
 } tr_migration_t;
+
+/* A service's migrations in version order, generated at build time from
+ * src/services/<name>/migrations (cmake/embed_sql.cmake), so the count is
+ * never kept by hand. */
+typedef struct tr_migrations {
+    const tr_migration_t *list;
+    size_t count;
+} tr_migrations_t;
 
 /* Opens a database by URL: "sqlite:///abs/path.db", "sqlite://relative.db" or
  * a plain path. SQLite is opened with WAL, foreign keys on and a busy timeout.
@@ -41,11 +54,12 @@ int tr_store_open(const char *url, tr_store_t **out);
 void tr_store_close(tr_store_t *db);
 
 /* Applies, in one transaction each, the migrations whose version is not yet
- * recorded in schema_migrations, and records them there. Versions must be
+ * recorded in schema_migrations, and records them there, using each
+ * migration's SQL for db's engine. Versions must be
  * positive and strictly increasing (else -EINVAL); a migration's SQL must not
  * contain BEGIN/COMMIT. Safe to call concurrently from several processes.
  * Returns 0 or a negative code. */
-int tr_store_migrate(tr_store_t *db, const tr_migration_t *migrations, size_t count);
+int tr_store_migrate(tr_store_t *db, const tr_migrations_t *migrations);
 
 /* Runs a statement that returns no rows. *changes (may be NULL) receives the
  * number of rows changed. Returns 0, a TR_STORE_E* code, or -EINVAL when

@@ -86,6 +86,12 @@ typedef struct tr__store_wal_stats {
  * (all figures stay 0 for a file that is not in WAL mode). */
 int tr__store_sqlite_wal_stats(tr_store_t *db, tr__store_wal_stats_t *out);
 
+/* Runs a tr_store_run job on db (store_job.c): inside a transaction for
+ * TR_STORE_TX, run again on TR_STORE_ERETRY. For a networked engine's pool
+ * threads. Returns the job's or the transaction's result. */
+typedef int (*tr_store_job_fn)(tr_store_t *db, void *ctx);
+int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, void *ctx);
+
 /* Records an error message on db (printf-style) for tr_store_errmsg. */
 void tr__store_set_error(tr_store_t *db, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

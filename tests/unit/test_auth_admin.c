@@ -47,7 +47,7 @@ static int db_setup(void **state)
     tr_store_t *db = NULL;
     snprintf(url, sizeof(url), "sqlite://%s/auth-%d.db", tmpdir, ++db_seq);
     if (tr_store_open(url, &db) != 0) return -1;
-    if (tr_store_migrate(db, auth_migrations, auth_migrations_count) != 0) {
+    if (tr_store_migrate(db, &auth_migrations) != 0) {
         tr_store_close(db);
         return -1;
     }

@@ -36,10 +36,6 @@
 #include "kit/jwtcache.h"
 #include "kit/log.h"
 
-/* The number of files in migrations/. The generated count cannot appear in
- * a constant initializer, so init and a unit test check that they agree. */
-#define AUTH_SCHEMA_VERSION 2
-
 #define API_KEY_TOUCH_MS     60000
 #define AUTH_JWT_CACHE_SLOTS 256 /* verified access tokens remembered per worker */
 
@@ -291,13 +287,6 @@ static int auth_init(tr_service_t *svc)
     auth_state_t *st = tr_xcalloc(1, sizeof(*st));
     svc->state = st;
 
-    if (svc->def->nmigrations != auth_migrations_count) {
-        /* A defect of this build, not of its configuration. */
-        tr_log_error("auth: %zu migrations embedded but %zu declared (AUTH_SCHEMA_VERSION)",
-                     auth_migrations_count, svc->def->nmigrations);
-        rc = -EPROTO;
-        goto out;
-    }
     if ((rc = auth_settings_load(svc->config, &st->cfg, err, sizeof(err))) != 0) {
         tr_log_error("%s", err);
         goto out;
@@ -338,8 +327,7 @@ const tr_service_def_t auth_service = {
     .default_workers = 2,
     .routes = auth_routes,
     .nroutes = sizeof(auth_routes) / sizeof(auth_routes[0]),
-    .migrations = auth_migrations,
-    .nmigrations = AUTH_SCHEMA_VERSION,
+    .migrations = &auth_migrations,
     .options = auth_options,
     .init = auth_init,
     .close = auth_close,

@@ -21,8 +21,7 @@
 extern const tr_service_def_t auth_service;
 
 /* The embedded schema (generated from migrations/ at build time). */
-extern const tr_migration_t auth_migrations[];
-extern const size_t auth_migrations_count;
+extern const tr_migrations_t auth_migrations;
 
 /* Reads the argon2id parameters (argon2-memory, argon2-iterations) from a
  * configuration loaded with auth_service.options, refusing values below
