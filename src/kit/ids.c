@@ -20,6 +20,7 @@
  */
 #include "kit/ids.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -179,4 +180,28 @@ int tr_uuid_valid(const char *s)
         }
     }
     return s[TR_UUID_LEN] == '\0';
+}
+
+int tr_uuid_parse(const char *s, uint8_t out[16])
+{
+    static const int dash[] = {8, 13, 18, 23};
+    size_t n = 0;
+    if (!s || strlen(s) != 36) return -EINVAL;
+    for (int i = 0; i < 4; i++)
+        if (s[dash[i]] != '-') return -EINVAL;
+    for (size_t i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) continue;
+        char ch = s[i];
+        int v = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+        if (v < 0) return -EINVAL;
+        if (n % 2 == 0)
+            out[n / 2] = (uint8_t)(v << 4);
+        else
+            out[n / 2] |= (uint8_t)v;
+        n++;
+    }
+    return 0;
 }

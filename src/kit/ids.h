@@ -14,6 +14,9 @@
 void tr_uuid7(char out[TR_UUID_LEN + 1]);
 /* True when s is a canonical lowercase or uppercase UUID string. */
 int tr_uuid_valid(const char *s);
+/* Parses a UUID in its 36-character text form (either case) into 16 bytes.
+ * Returns 0 or -EINVAL. */
+int tr_uuid_parse(const char *s, uint8_t out[16]);
 
 /* Unix time in milliseconds (CLOCK_REALTIME). */
 int64_t tr_now_ms(void);

@@ -17,11 +17,18 @@
 
 #include "kit/http.h"
 
+/* What a route demands of its caller (the kit checks it, kit/authn.h). */
 typedef enum tr_auth_mode {
-    TR_AUTH_NONE,     /* credentials are ignored */
-    TR_AUTH_OPTIONAL, /* identity filled when valid credentials come; bad ones get 401 */
-    TR_AUTH_REQUIRED  /* 401 without valid credentials */
+    TR_AUTH_NONE = 0,     /* credentials are ignored */
+    TR_AUTH_OPTIONAL = 1, /* identity filled when valid credentials come; bad ones get 401 */
+    TR_AUTH_REQUIRED = 2, /* 401 without valid credentials */
+    /* OR'ed with OPTIONAL or REQUIRED: an X-API-Key is accepted as well as a
+     * bearer token ({..., TR_AUTH_REQUIRED | TR_AUTH_API_KEY, ...}). */
+    TR_AUTH_API_KEY = 0x100
 } tr_auth_mode_t;
+
+/* The NONE/OPTIONAL/REQUIRED part of a route's auth, without flags. */
+#define TR_AUTH_MODE(auth) ((tr_auth_mode_t)((auth)&0xff))
 
 typedef void (*tr_handler_fn)(tr_req_t *req);
 

@@ -2069,6 +2069,11 @@ void tr_server_wait(tr_server_t *srv)
     server_free(srv);
 }
 
+bool tr_server_stopping(const tr_server_t *srv)
+{
+    return atomic_load(&srv->stop_requested);
+}
+
 size_t tr_server_in_flight(const tr_server_t *srv)
 {
     size_t n = 0;

@@ -157,6 +157,9 @@ int tr_server_start(const tr_server_config_t *cfg, tr_server_t **out);
 int tr_server_port(const tr_server_t *srv);
 /* Begins graceful shutdown; safe to call from any thread, more than once. */
 void tr_server_stop(tr_server_t *srv);
+/* True once tr_server_stop() was called: handlers holding requests open
+ * (long polls) should answer them now so the drain ends early. Any thread. */
+bool tr_server_stopping(const tr_server_t *srv);
 /* Waits for all workers to end, then frees the server. */
 void tr_server_wait(tr_server_t *srv);
 /* Number of requests currently being handled, across workers. */

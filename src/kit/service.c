@@ -11,15 +11,20 @@
  *   6. the "listening" log line, which supervisors and tests wait for.
  * Shutdown runs the same steps backwards after SIGTERM or SIGINT.
  *
- * Authentication is a kit concern only in shape: the service's authenticate
- * hook decides who the caller is; the kit decides what a route demands and
- * answers 401/403 in the one standard way. The one credential the kit checks
- * itself is the internal service token of /internal/ routes, because it is
- * the same shared secret for every service and must be compared in constant
- * time everywhere.
+ * Authentication is the kit's (authn.h): a service that has credentialed
+ * routes gets the authenticator, which fills req->identity from a bearer
+ * token or an API key before the handler runs; the runner answers 401/403
+ * in the one standard way. The internal service token of /internal/ routes
+ * is checked here too: the same shared secret for every service, always
+ * compared in constant time.
+ *
+ * QUIET PLUMBING. Successful answers to /healthz, /readyz, /metrics and
+ * /internal/ routes (health checks, the revocation feed's long poll) are
+ * logged at debug, so an idle platform writes nothing at info.
  */
 #include "kit/service.h"
 #include "kit/alloc.h"
+#include "kit/authn_internal.h"
 #include "kit/buf.h"
 #include "kit/crypto.h"
 #include "kit/fs.h"
@@ -44,8 +49,10 @@ typedef struct service_impl {
     tr_store_t **stores; /* one connection per worker, indexed by worker */
     int workers;
     tr_router_t *router;
-    char *internal_token; /* loaded when the service has /internal/ routes */
+    char *internal_token; /* loaded when the service has /internal/ or credentialed routes */
     size_t internal_token_len;
+    tr__authn_t *authn;                 /* NULL when no route asks for credentials */
+    tr__authn_worker_t **authn_workers; /* one per worker, indexed by worker */
 } service_impl_t;
 
 #define INTERNAL_PREFIX "/internal/"
@@ -117,6 +124,11 @@ static void handle_readyz(tr_req_t *req)
             return;
         }
     }
+    const service_impl_t *impl = (const service_impl_t *)svc;
+    if (impl->authn && !tr__authn_ready(impl->authn)) {
+        tr_respond_error(req, TR_ERR_UNAVAILABLE, "revoked sessions not loaded yet", NULL);
+        return;
+    }
     if (svc->def->ready && svc->def->ready(svc, &why) != 0) {
         tr_respond_error(req, TR_ERR_UNAVAILABLE, why ? why : "not ready", NULL);
         return;
@@ -158,43 +170,77 @@ static bool internal_token_ok(const service_impl_t *impl, const tr_req_t *req)
     return len == impl->internal_token_len && tr_memeq_ct(got, impl->internal_token, len);
 }
 
+/* The last steps of every routed request: the role check, then the handler. */
+static void run_handler(tr_req_t *req)
+{
+    const tr_route_t *route = req->route;
+    if (req->authenticated && route->roles && !tr_role_allowed(route->roles, req->identity.role)) {
+        tr_respond_error(req, TR_ERR_PERMISSION_DENIED, "your role does not allow this operation",
+                         NULL);
+        return;
+    }
+    route->handler(req);
+}
+
+static void authenticated(tr_req_t *req, tr__authn_result_t result, const char *why)
+{
+    switch (result) {
+    case TR__AUTHN_OK:
+        break;
+    case TR__AUTHN_NO_CREDENTIALS:
+        if (TR_AUTH_MODE(req->route->auth) != TR_AUTH_REQUIRED) break;
+        why = "authentication required";
+        /* fall through */
+    case TR__AUTHN_INVALID:
+        memset(&req->identity, 0, sizeof(req->identity));
+        req->authenticated = false;
+        tr_res_header(req, "WWW-Authenticate", "Bearer");
+        tr_respond_error(req, TR_ERR_UNAUTHENTICATED, why, NULL);
+        return;
+    case TR__AUTHN_UNAVAILABLE:
+        memset(&req->identity, 0, sizeof(req->identity));
+        req->authenticated = false;
+        tr_res_header(req, "Retry-After", "1");
+        tr_respond_error(req, TR_ERR_UNAVAILABLE, why, NULL);
+        return;
+    }
+    run_handler(req);
+}
+
 static void dispatch(tr_req_t *req)
 {
     const tr_route_t *route = req->route;
-    tr_service_t *svc = tr_req_service(req);
+    service_impl_t *impl = (service_impl_t *)tr_req_service(req);
 
     if (!route) {
         /* Claimed by the service's on_headers hook (the server only lets
          * such requests through when the hook is set). */
-        svc->def->handle_claimed(req);
+        impl->pub.def->handle_claimed(req);
         return;
     }
     if (strncmp(route->pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) == 0 &&
-        !internal_token_ok((const service_impl_t *)svc, req)) {
+        !internal_token_ok(impl, req)) {
         tr_respond_error(req, TR_ERR_UNAUTHENTICATED, "internal token required", NULL);
         return;
     }
-    if (route->auth != TR_AUTH_NONE) {
-        const char *why = NULL;
-        tr_auth_result_t r =
-            svc->def->authenticate ? svc->def->authenticate(req, &why) : TR_AUTH_NO_CREDENTIALS;
-        if (r == TR_AUTH_OK) {
-            req->authenticated = true;
-        } else if (r == TR_AUTH_INVALID || route->auth == TR_AUTH_REQUIRED) {
-            memset(&req->identity, 0, sizeof(req->identity));
-            tr_res_header(req, "WWW-Authenticate", "Bearer");
-            tr_respond_error(req, TR_ERR_UNAUTHENTICATED, why ? why : "authentication required",
-                             NULL);
-            return;
-        }
-        if (req->authenticated && route->roles &&
-            !tr_role_allowed(route->roles, req->identity.role)) {
-            tr_respond_error(req, TR_ERR_PERMISSION_DENIED,
-                             "your role does not allow this operation", NULL);
-            return;
-        }
+    /* Identity comes from the authenticator only, never from a header. */
+    memset(&req->identity, 0, sizeof(req->identity));
+    req->authenticated = false;
+    if (TR_AUTH_MODE(route->auth) == TR_AUTH_NONE) {
+        route->handler(req);
+        return;
     }
-    route->handler(req);
+    tr__authn_authenticate(impl->authn_workers[req->worker->index], req,
+                           (route->auth & TR_AUTH_API_KEY) != 0, authenticated);
+}
+
+/* Probes, metrics scrapes and service-to-service plumbing (see QUIET
+ * PLUMBING). */
+static bool is_plumbing(const char *pattern)
+{
+    return strncmp(pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) == 0 ||
+           strcmp(pattern, "/healthz") == 0 || strcmp(pattern, "/readyz") == 0 ||
+           strcmp(pattern, "/metrics") == 0;
 }
 
 static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double seconds)
@@ -207,6 +253,7 @@ static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double sec
     const char *route = req->route ? req->route->pattern : "unmatched";
     tr_metrics_observe_request(route, req->method, status, seconds);
     tr_log_level_t level = status >= 500 ? TR_LOG_ERROR : TR_LOG_INFO;
+    if (status < 400 && req->route && is_plumbing(route)) level = TR_LOG_DEBUG;
     if (!tr_log_enabled(level)) return;
     tr_log_field_t f[] = {
         TR_LOG_STR("request_id", req->request_id),
@@ -237,7 +284,10 @@ static int worker_start(tr_worker_t *w)
         tr_log_error("worker %d: cannot open database (%d)", w->index, rc);
         return rc;
     }
+    if (impl->authn) impl->authn_workers[w->index] = tr__authn_worker_start(impl->authn, w);
     if (impl->pub.def->worker_init && (rc = impl->pub.def->worker_init(w)) != 0) {
+        tr__authn_worker_stop(impl->authn_workers[w->index]);
+        impl->authn_workers[w->index] = NULL;
         tr_store_close(impl->stores[w->index]);
         impl->stores[w->index] = NULL;
     }
@@ -248,6 +298,8 @@ static void worker_stop(tr_worker_t *w)
 {
     service_impl_t *impl = (service_impl_t *)w->service;
     if (impl->pub.def->worker_close) impl->pub.def->worker_close(w);
+    tr__authn_worker_stop(impl->authn_workers[w->index]);
+    impl->authn_workers[w->index] = NULL;
     tr_store_close(impl->stores[w->index]);
     impl->stores[w->index] = NULL;
 }
@@ -342,11 +394,22 @@ int tr_service_internal_token(const tr_service_t *svc, char **out)
 }
 
 /* Loads the internal token when some route needs it. */
+/* True when some route of def asks for credentials. */
+static bool wants_authn(const tr_service_def_t *def)
+{
+    for (size_t i = 0; i < def->nroutes; i++)
+        if (TR_AUTH_MODE(def->routes[i].auth) != TR_AUTH_NONE) return true;
+    return false;
+}
+
+/* The token is needed to serve /internal/ routes and, for the revocation
+ * feed and API-key checks, to call auth's. */
 static int load_internal_token(service_impl_t *impl)
 {
     const tr_service_def_t *def = impl->pub.def;
     for (size_t i = 0; i < def->nroutes; i++) {
-        if (strncmp(def->routes[i].pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) != 0)
+        if (strncmp(def->routes[i].pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) != 0 &&
+            TR_AUTH_MODE(def->routes[i].auth) == TR_AUTH_NONE)
             continue;
         int rc = tr_service_internal_token(&impl->pub, &impl->internal_token);
         if (rc == 0) impl->internal_token_len = strlen(impl->internal_token);
@@ -369,6 +432,18 @@ static int build_router(service_impl_t *impl)
         }
     }
     return 0;
+}
+
+/* "listening" is what supervisors and tests wait for, so it should mean
+ * "credentials work": wait a moment for the first revocation-feed answer.
+ * Auth asks itself, which takes milliseconds; another service waits at
+ * most a little for auth, and otherwise starts anyway and answers 503 to
+ * credentialed requests (and /readyz) until the feed has loaded. */
+static void wait_for_revocations(const tr__authn_t *a, bool self)
+{
+    uint64_t deadline = uv_hrtime() + (self ? 5000u : 2000u) * 1000000u;
+    while (!tr__authn_ready(a) && uv_hrtime() < deadline)
+        uv_sleep(5);
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -453,8 +528,10 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     static const tr_option_t no_options[] = {{NULL, NULL, NULL}};
     const tr_option_t *sets[16] = {tr_config_common_options, tr_service_options,
                                    def->options ? def->options : no_options};
-    for (size_t i = 0, n = 3; def->option_sets && def->option_sets[i] && n < 15; i++)
-        sets[n++] = def->option_sets[i];
+    size_t nsets = 3;
+    if (wants_authn(def)) sets[nsets++] = tr_authn_options;
+    for (size_t i = 0; def->option_sets && def->option_sets[i] && nsets < 15; i++)
+        sets[nsets++] = def->option_sets[i];
     service_impl_t impl = {.pub.def = def};
     signal_ctx_t signals = {0};
     uv_loop_t signal_loop;
@@ -506,9 +583,15 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
         goto out;
     }
     if (build_router(&impl) != 0) goto close_service;
+    if (wants_authn(def) && (rc = tr__authn_init(svc->config, svc->data_dir, impl.internal_token,
+                                                 def->authn_self, sc.workers, &impl.authn)) != 0) {
+        if (rc == -EINVAL) exit_code = 2;
+        goto close_service;
+    }
 
     impl.workers = sc.workers;
     impl.stores = tr_xcalloc((size_t)sc.workers, sizeof(tr_store_t *));
+    impl.authn_workers = tr_xcalloc((size_t)sc.workers, sizeof(tr__authn_worker_t *));
     sc.router = impl.router;
     sc.dispatch = dispatch;
     sc.worker_start = worker_start;
@@ -523,6 +606,14 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
         tr_log_error("cannot listen on %s:%d: %s", sc.host, sc.port, strerror(-rc));
         goto close_service;
     }
+
+    if (impl.authn && def->authn_self) {
+        /* Auth learns revocations from its own listener, like everyone. */
+        char self[64];
+        snprintf(self, sizeof(self), "127.0.0.1:%d", tr_server_port(svc->server));
+        tr__authn_set_auth(impl.authn, self);
+    }
+    if (impl.authn) wait_for_revocations(impl.authn, def->authn_self);
 
     json_t *f = json_object();
     json_object_set_new(f, "host", json_string(sc.host));
@@ -541,6 +632,8 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 close_service:
     if (def->close) def->close(svc);
 out:
+    tr__authn_free(impl.authn);
+    free(impl.authn_workers);
     if (signals_ready) signals_close(&signal_loop, &signals);
     tr_router_free(impl.router);
     free(impl.stores);

@@ -7,7 +7,8 @@
  * flags), sets up logging, opens and migrates the service's database
  * (<data>/<name>.db unless --db is given), starts the HTTP server with the
  * built-in routes (/healthz, /readyz, /metrics), authenticates requests for
- * routes that ask for it, checks roles, logs and counts every request, and on
+ * routes that ask for it (kit/authn.h: a service writes no authentication
+ * code and never trusts an X-User-* header), checks roles, logs and counts every request, and on
  * SIGTERM/SIGINT drains and exits 0. Routes under /internal/ require the
  * internal service token (see INTERNAL ROUTES below).
  *
@@ -30,12 +31,6 @@
 
 typedef struct tr_service tr_service_t;
 
-typedef enum tr_auth_result {
-    TR_AUTH_OK = 0,         /* identity filled in */
-    TR_AUTH_NO_CREDENTIALS, /* no Authorization / X-API-Key */
-    TR_AUTH_INVALID         /* credentials present but not acceptable */
-} tr_auth_result_t;
-
 typedef struct tr_service_def {
     const char *name;    /* "auth" */
     int port_offset;     /* port = port-base (8000) + offset */
@@ -43,7 +38,7 @@ typedef struct tr_service_def {
     const tr_route_t *routes;
     size_t nroutes;
     const tr_migrations_t *migrations; /* generated from migrations/; NULL: none */
-    const tr_option_t *options; /* service-specific options, {NULL}-terminated */
+    const tr_option_t *options;        /* service-specific options, {NULL}-terminated */
     /* More option tables, for options a kit module declares (e.g.
      * tr_ratelimit_config_options); NULL-terminated array, may be NULL. */
     const tr_option_t *const *option_sets;
@@ -57,10 +52,9 @@ typedef struct tr_service_def {
     /* Per worker thread, after its store is open. */
     int (*worker_init)(tr_worker_t *w);
     void (*worker_close)(tr_worker_t *w);
-    /* Authenticates a request for routes with auth != TR_AUTH_NONE, filling
-     * req->identity. Synchronous. May be NULL (then every credentialed route
-     * answers 401). *why gets a short client-safe reason for TR_AUTH_INVALID. */
-    tr_auth_result_t (*authenticate)(tr_req_t *req, const char **why);
+    /* The auth service itself: the kit's authenticator asks this process's
+     * own listener for revocations and API keys instead of --auth-url. */
+    bool authn_self;
 
     /* ---- optional hooks for services that are not ordinary (the gateway) ---- */
 

@@ -340,7 +340,8 @@ static int check_migrations(tr_store_t *db, const tr_migration_t *m, size_t coun
 {
     for (size_t i = 0; i < count; i++) {
         if (!m[i].name || !migration_sql(db, &m[i]) || m[i].version <= 0) {
-            tr__store_set_error(db, "migration #%zu has no name, no SQL for %s or a version below 1", i,
+            tr__store_set_error(db,
+                                "migration #%zu has no name, no SQL for %s or a version below 1", i,
                                 db->engine->name);
             return -EINVAL;
         }

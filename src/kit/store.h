@@ -31,8 +31,8 @@ typedef struct tr_store tr_store_t;
 typedef struct tr_rows tr_rows_t;
 
 typedef struct tr_migration {
-    int version;       /* schema version this migration brings the database to */
-    const char *name;  /* "0001_init": the file name without engine or extension */
+    int version;        /* schema version this migration brings the database to */
+    const char *name;   /* "0001_init": the file name without engine or extension */
     const char *sqlite; /* one or more statements, for SQLite */
     const char *pg;     /* the same change for PostgreSQL (often the same text) */
 } tr_migration_t;

@@ -1,0 +1,56 @@
+/*
+ * authn.h - who is calling: authentication done by the kit for every service.
+ *
+ * A service declares per route what it demands (router.h: TR_AUTH_NONE,
+ * TR_AUTH_OPTIONAL or TR_AUTH_REQUIRED, optionally OR'ed with
+ * TR_AUTH_API_KEY, and the roles allowed); the kit runner (service.c) calls
+ * this module before the handler and fills req->identity. A service writes
+ * no authentication code and never looks at X-User-* headers: those are
+ * ignored by the kit, whoever sends them.
+ *
+ * CREDENTIALS.
+ *   - "Authorization: Bearer <JWT>": verified with the algorithm pinned by
+ *     --jwt-alg (signature, exp, nbf, iss, aud; kit/jwt.h) or found in the
+ *     worker's cache of verified tokens (kit/jwtcache.h); then its session
+ *     ("sid") is looked up in the set of revoked sessions (revocations.h),
+ *     which the revocation feed (revfeed.c) keeps current from auth. The
+ *     role is the token's "role" claim, so a role change reaches a service
+ *     with the caller's next token; bans, logouts and password changes act
+ *     within a second because they revoke sessions.
+ *   - "X-API-Key: trk_...", on routes with TR_AUTH_API_KEY: asked of auth
+ *     (POST /internal/api-keys/verify with the internal token) and
+ *     remembered per worker, positive answers for --api-key-cache-ttl (10 s),
+ *     negative ones for --api-key-negative-ttl (2 s). The cache stores a
+ *     keyed BLAKE2b digest of the key, never the key. Failures to reach auth
+ *     are not cached: the request gets 503.
+ * Authorization wins when both are sent. Anything malformed is refused
+ * (401), never treated as anonymous.
+ *
+ * BEFORE THE FIRST FEED ANSWER a service does not know which sessions are
+ * revoked: it answers 503 (Retry-After: 1) to credentialed requests, and its
+ * /readyz says "revocations not loaded", so supervisors and the gateway
+ * wait. Once loaded, an outage of auth keeps the last set in force (and
+ * expiring), logs one warning, and tokens keep verifying.
+ */
+#ifndef TR_AUTHN_H
+#define TR_AUTHN_H
+
+#include <stdbool.h>
+
+#include "kit/config.h"
+#include "kit/http.h"
+
+/* The options every service that authenticates declares (jwt-alg,
+ * jwt-secret, jwt-public-key, jwt-issuer, jwt-audience, jwt-leeway,
+ * auth-url, api-key-cache-ttl, api-key-negative-ttl). */
+extern const tr_option_t tr_authn_options[];
+
+/* OWNERSHIP. True when the caller may see a row owned by owner_id: it is
+ * the owner, or its role is listed in roles (comma-separated; NULL: none).
+ * Otherwise answers 404 not_found ("<what> not found") -- not 403, so that
+ * ids of other people's rows cannot be probed -- and returns false:
+ *     if (!tr_require_owner(req, post->author_id, "admin,moderator", "post")) return;
+ */
+bool tr_require_owner(tr_req_t *req, const char *owner_id, const char *roles, const char *what);
+
+#endif
