@@ -96,6 +96,10 @@ struct supervisor {
     uv_signal_t sigterm, sigint;
     uv_timer_t kill_timer;
     char supervisor_pid_env[64];
+    /* TRELLIS_AUTH_URL for every child: where the kit's authenticator finds
+     * auth (revocation feed, API keys), from the port base. Empty when the
+     * caller set it. */
+    char auth_url_env[320];
 };
 
 static void start_child(child_t *c);
@@ -356,11 +360,12 @@ static char **child_env(const supervisor_t *sup)
     size_t n = 0;
     while (environ[n])
         n++;
-    char **env = tr_xcalloc(n + 2, sizeof(char *));
+    char **env = tr_xcalloc(n + 3, sizeof(char *));
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (strncmp(environ[i], "TRELLIS_SUPERVISOR_PID=", 23) != 0) env[k++] = environ[i];
     env[k++] = (char *)sup->supervisor_pid_env;
+    if (sup->auth_url_env[0]) env[k++] = (char *)sup->auth_url_env;
     env[k] = NULL;
     return env;
 }
@@ -596,6 +601,16 @@ int trellis_up_main(int argc, char **argv)
     if (uv_exepath(sup.exe, &size) != 0) {
         fprintf(stderr, "trellis up: cannot find my own executable\n");
         return 1;
+    }
+    const tr_service_def_t *auth = trellis_service_find("auth");
+    if (auth && !getenv("TRELLIS_AUTH_URL")) {
+        /* A wildcard listener is reached on loopback. */
+        const char *h = strcmp(sup.host, "0.0.0.0") == 0 ? "127.0.0.1"
+                        : strcmp(sup.host, "::") == 0    ? "[::1]"
+                                                         : sup.host;
+        bool v6 = strchr(h, ':') && h[0] != '[';
+        snprintf(sup.auth_url_env, sizeof(sup.auth_url_env), "TRELLIS_AUTH_URL=http://%s%s%s:%d",
+                 v6 ? "[" : "", h, v6 ? "]" : "", sup.port_base + auth->port_offset);
     }
     snprintf(sup.supervisor_pid_env, sizeof(sup.supervisor_pid_env), "TRELLIS_SUPERVISOR_PID=%ld",
              (long)getpid());
