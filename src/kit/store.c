@@ -340,7 +340,8 @@ static int check_migrations(tr_store_t *db, const tr_migration_t *m, size_t coun
 {
     for (size_t i = 0; i < count; i++) {
         if (!m[i].name || !migration_sql(db, &m[i]) || m[i].version <= 0) {
-            tr__store_set_error(db, "migration #%zu has no name, no SQL for %s or a version below 1", i,
+            tr__store_set_error(db,
+                                "migration #%zu has no name, no SQL for %s or a version below 1", i,
                                 db->engine->name);
             return -EINVAL;
         }
@@ -440,4 +441,15 @@ int tr_store_migrate(tr_store_t *db, const tr_migrations_t *set)
     for (size_t i = 0; i < count; i++)
         if ((rc = apply_one(db, &migrations[i])) != 0) return rc;
     return 0;
+}
+
+int tr_rows_first_int(int rc, tr_rows_t *rows, int64_t *out)
+{
+    if (rc != 0) return rc;
+    if ((rc = tr_rows_next(rows)) == 1) {
+        *out = tr_rows_int(rows, 0);
+        rc = 0;
+    }
+    tr_rows_free(rows);
+    return rc;
 }

@@ -36,6 +36,14 @@ void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_d
     done(req, ctx, rc);
 }
 
+void tr_store_run_detached(tr_worker_t *w, unsigned flags, tr_store_job_fn job,
+                           tr_store_finish_fn finish, void *ctx)
+{
+    tr_store_t *db = tr_worker_store(w);
+    int rc = db ? tr__store_job_execute(db, flags, job, ctx) : -ESHUTDOWN;
+    finish(ctx, rc);
+}
+
 void tr_store_respond_error(tr_req_t *req, int rc, const char *what)
 {
     tr_log_error("%s: database error %d", what, rc);

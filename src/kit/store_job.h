@@ -56,6 +56,18 @@ typedef void (*tr_store_done_fn)(tr_req_t *req, void *ctx, int rc);
 void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_done_fn done,
                   void *ctx);
 
+/* Work that belongs to no request: runs job with a connection of w's
+ * service database (flags as for tr_store_run), then finish(ctx, rc) on w's
+ * loop, exactly once. ctx belongs to the caller (typically malloc'ed and
+ * freed by finish); nothing of a request may be in it. Meant for work done
+ * after the answer was sent, so that the answer's timing cannot reveal it
+ * (e.g. /password/forgot). On SQLite it runs inline, before this returns;
+ * on a networked engine on the pool, with finish coming later. Without a
+ * database, or while the pool shuts down, finish gets -ESHUTDOWN. */
+typedef void (*tr_store_finish_fn)(void *ctx, int rc);
+void tr_store_run_detached(tr_worker_t *w, unsigned flags, tr_store_job_fn job,
+                           tr_store_finish_fn finish, void *ctx);
+
 /* Logs "what: database error rc" and answers 503
  * unavailable for TR_STORE_EBUSY / TR_STORE_ERETRY / -ESHUTDOWN, 500
  * internal for anything else. */
