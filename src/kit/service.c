@@ -25,6 +25,7 @@
 #include "kit/fs.h"
 #include "kit/log.h"
 #include "kit/metrics.h"
+#include "kit/store_engine.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -248,6 +249,7 @@ static void worker_stop(tr_worker_t *w)
 {
     service_impl_t *impl = (service_impl_t *)w->service;
     if (impl->pub.def->worker_close) impl->pub.def->worker_close(w);
+    tr__store_detached_flush(w); /* work still waiting needs the store */
     tr_store_close(impl->stores[w->index]);
     impl->stores[w->index] = NULL;
 }

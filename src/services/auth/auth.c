@@ -264,6 +264,11 @@ static void register_counters(auth_state_t *st)
         tr_counter_register("auth_password_changes_total", "Passwords changed.", NULL);
     st->m.reset_requests = tr_counter_register("auth_password_reset_requests_total",
                                                "Password reset requests accepted.", NULL);
+    st->m.forgot_done =
+        tr_counter_register("auth_password_forgot_total",
+                            "Password reset requests processed after their answer, by result "
+                            "(issued, limited, no_account, error).",
+                            "result");
     st->m.resets = tr_counter_register("auth_password_resets_total",
                                        "Password resets completed with a valid token.", NULL);
     st->m.api_keys_created =

@@ -315,7 +315,7 @@ typedef struct forgot_ctx {
     const auth_state_t *st;
     char email[AUTH_EMAIL_MAX + 1];
     int64_t now;
-    bool issued; /* written by the job */
+    const char *result; /* written by the job: the metrics label */
 } forgot_ctx_t;
 
 /* Stores a reset token for u and queues it for delivery, unless the user
@@ -378,18 +378,25 @@ static int forgot_job(tr_store_t *db, void *arg)
 {
     forgot_ctx_t *ctx = arg;
     auth_user_t u;
-    ctx->issued = false;
+    bool issued = false;
+    ctx->result = "no_account";
     int rc = auth_user_by_email(db, ctx->email, &u);
     if (rc == -ENOENT || (rc == 0 && u.banned)) return 0;
-    if (rc == 0) rc = reset_token_issue(db, ctx->st, &u, ctx->now, &ctx->issued);
+    if (rc == 0) rc = reset_token_issue(db, ctx->st, &u, ctx->now, &issued);
+    ctx->result = issued ? "issued" : "limited";
     return rc;
 }
 
 static void forgot_finished(void *arg, int rc)
 {
     forgot_ctx_t *ctx = arg;
-    if (rc != 0) tr_log_error("password forgot: database error %d (no token issued)", rc);
-    if (rc == 0 && ctx->issued) tr_counter_inc(ctx->st->m.reset_requests, NULL);
+    if (rc != 0) {
+        tr_log_error("password forgot: database error %d (no token issued)", rc);
+        ctx->result = "error";
+    }
+    if (strcmp(ctx->result, "issued") == 0) tr_counter_inc(ctx->st->m.reset_requests, NULL);
+    const char *labels[] = {ctx->result};
+    tr_counter_inc(ctx->st->m.forgot_done, labels);
     free(ctx);
 }
 

@@ -93,6 +93,7 @@ typedef struct auth_state {
         tr_counter_t *logouts;
         tr_counter_t *password_changes;
         tr_counter_t *reset_requests;
+        tr_counter_t *forgot_done; /* {result}: background work of /password/forgot */
         tr_counter_t *resets;
         tr_counter_t *api_keys_created;
         tr_counter_t *auth_rejections; /* {method} */
