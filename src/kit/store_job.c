@@ -6,6 +6,12 @@
  * run_job_on: a service whose database is networked hands the job to its
  * pool instead, and the pool calls tr__store_job_execute on one of its
  * threads and done back on the request's loop.
+ *
+ * DETACHED JOBS (tr_store_run_detached) wait on a one-shot timer of the
+ * worker's loop and then run like a request's job; the networked engine's
+ * pool takes them at the same point. Their timers are uv handles that the
+ * server's shutdown would close without running them, hence the
+ * per-thread list that tr__store_detached_flush drains first.
  */
 #include "kit/store_job.h"
 
