@@ -6,12 +6,14 @@
 #include "cli/services.h"
 #include "gateway/gateway.h"
 #include "services/auth/auth.h"
+#include "services/notes/notes.h"
 
 #include <string.h>
 
 const tr_service_def_t *const trellis_services[] = {
     &gateway_service,
     &auth_service,
+    &notes_service,
     NULL,
 };
 

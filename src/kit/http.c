@@ -69,6 +69,11 @@ void *tr_req_alloc(tr_req_t *req, size_t size)
     return arena_alloc(&req->impl->arena, size);
 }
 
+void *tr_req_zalloc(tr_req_t *req, size_t size)
+{
+    return memset(arena_alloc(&req->impl->arena, size), 0, size);
+}
+
 char *tr_req_strdup(tr_req_t *req, const char *s)
 {
     if (!s) return NULL;

@@ -137,6 +137,8 @@ const char *tr_req_query(tr_req_t *req, const char *name);
  * answered). */
 void *tr_req_alloc(tr_req_t *req, size_t size);
 char *tr_req_strdup(tr_req_t *req, const char *s);
+/* tr_req_alloc, zeroed: the usual way to get a handler's context. */
+void *tr_req_zalloc(tr_req_t *req, size_t size);
 
 /* True when the client closed the connection while the request was pending.
  * The handler must still answer (any whole answer, or tr_respond_end() /

@@ -205,3 +205,11 @@ int tr_uuid_parse(const char *s, uint8_t out[16])
     }
     return 0;
 }
+
+json_t *tr_time_json(int64_t unix_ms)
+{
+    char text[32];
+    if (unix_ms == 0) return json_null();
+    tr_time_format(unix_ms, text);
+    return json_string(text);
+}

@@ -4,6 +4,7 @@
 #ifndef TR_IDS_H
 #define TR_IDS_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,9 @@ uint64_t tr_mono_ns(void);
 /* Formats unix ms as RFC 3339 UTC with milliseconds: 2026-11-22T15:11:33.123Z
  * (24 chars plus NUL). */
 void tr_time_format(int64_t unix_ms, char out[32]);
+/* The JSON of a timestamp column: unix ms as an RFC 3339 string (as
+ * tr_time_format), or JSON null for 0 ("never"). New reference. */
+json_t *tr_time_json(int64_t unix_ms);
 
 /* Fills out with n random bytes from the OS CSPRNG (libsodium). */
 void tr_random_bytes(void *out, size_t n);

@@ -30,6 +30,7 @@
 #include "kit/fs.h"
 #include "kit/log.h"
 #include "kit/metrics.h"
+#include "kit/store_engine.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -298,6 +299,7 @@ static void worker_stop(tr_worker_t *w)
 {
     service_impl_t *impl = (service_impl_t *)w->service;
     if (impl->pub.def->worker_close) impl->pub.def->worker_close(w);
+    tr__store_detached_flush(w); /* work still waiting needs the store */
     tr__authn_worker_stop(impl->authn_workers[w->index]);
     impl->authn_workers[w->index] = NULL;
     tr_store_close(impl->stores[w->index]);

@@ -442,3 +442,14 @@ int tr_store_migrate(tr_store_t *db, const tr_migrations_t *set)
         if ((rc = apply_one(db, &migrations[i])) != 0) return rc;
     return 0;
 }
+
+int tr_rows_first_int(int rc, tr_rows_t *rows, int64_t *out)
+{
+    if (rc != 0) return rc;
+    if ((rc = tr_rows_next(rows)) == 1) {
+        *out = tr_rows_int(rows, 0);
+        rc = 0;
+    }
+    tr_rows_free(rows);
+    return rc;
+}

@@ -78,6 +78,11 @@ const char *tr_rows_text(tr_rows_t *rows, int col);
 int64_t tr_rows_int(tr_rows_t *rows, int col);
 bool tr_rows_is_null(tr_rows_t *rows, int col);
 void tr_rows_free(tr_rows_t *rows);
+/* Finishes a one-value query: when rc (tr_store_query's result) is 0, reads
+ * the integer in the first column of the first row into *out (left
+ * untouched when there is no row) and frees rows. Returns rc, or the row
+ * error. */
+int tr_rows_first_int(int rc, tr_rows_t *rows, int64_t *out);
 
 /* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front).
  * tr_store_rollback also closes an open cursor and is a no-op returning 0

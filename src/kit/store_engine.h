@@ -92,6 +92,13 @@ int tr__store_sqlite_wal_stats(tr_store_t *db, tr__store_wal_stats_t *out);
 typedef int (*tr_store_job_fn)(tr_store_t *db, void *ctx);
 int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, void *ctx);
 
+/* Runs now every tr_store_run_detached job still waiting on the calling
+ * worker thread's loop, with w's store, and closes their timers (freed once
+ * the loop runs again). The service calls it when a worker stops, before it
+ * closes the worker's store. */
+struct tr_worker;
+void tr__store_detached_flush(struct tr_worker *w);
+
 /* Records an error message on db (printf-style) for tr_store_errmsg. */
 void tr__store_set_error(tr_store_t *db, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

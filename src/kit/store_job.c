@@ -6,11 +6,21 @@
  * run_job_on: a service whose database is networked hands the job to its
  * pool instead, and the pool calls tr__store_job_execute on one of its
  * threads and done back on the request's loop.
+ *
+ * DETACHED JOBS (tr_store_run_detached) wait on a one-shot timer of the
+ * worker's loop and then run like a request's job; the networked engine's
+ * pool takes them at the same point. Their timers are uv handles that the
+ * server's shutdown would close without running them, hence the
+ * per-thread list that tr__store_detached_flush drains first.
  */
 #include "kit/store_job.h"
 
 #include <errno.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <uv.h>
 
+#include "kit/alloc.h"
 #include "kit/log.h"
 #include "kit/store_engine.h"
 #include "kit/service.h"
@@ -34,6 +44,68 @@ void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_d
     tr_store_t *db = tr_worker_store(req->worker);
     int rc = db ? tr__store_job_execute(db, flags, job, ctx) : -ESHUTDOWN;
     done(req, ctx, rc);
+}
+
+/* A detached job waiting for its moment on the worker's loop. Pending ones
+ * are linked per worker thread (each worker loop is one thread), so that
+ * tr__store_detached_flush can run them when the worker stops: the
+ * server's loop ends on uv_stop, not when no handle is left. */
+typedef struct detached {
+    uv_timer_t timer;
+    struct detached *next;
+    tr_worker_t *worker;
+    unsigned flags;
+    tr_store_job_fn job;
+    tr_store_finish_fn finish;
+    void *ctx;
+} detached_t;
+
+static _Thread_local detached_t *pending_detached;
+
+static void detached_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Runs d (once), unlinks it and closes its timer, which frees it. */
+static void detached_run(detached_t *d)
+{
+    for (detached_t **p = &pending_detached; *p; p = &(*p)->next) {
+        if (*p == d) {
+            *p = d->next;
+            break;
+        }
+    }
+    tr_store_t *db = tr_worker_store(d->worker);
+    int rc = db ? tr__store_job_execute(db, d->flags, d->job, d->ctx) : -ESHUTDOWN;
+    d->finish(d->ctx, rc);
+    uv_close((uv_handle_t *)&d->timer, detached_closed);
+}
+
+static void detached_due(uv_timer_t *t)
+{
+    detached_run(t->data);
+}
+
+void tr_store_run_detached(tr_worker_t *w, unsigned flags, tr_store_job_fn job,
+                           tr_store_finish_fn finish, void *ctx)
+{
+    detached_t *d = tr_xcalloc(1, sizeof(*d));
+    *d = (detached_t){.worker = w, .flags = flags, .job = job, .finish = finish, .ctx = ctx};
+    d->timer.data = d;
+    uint64_t delay = TR_STORE_DETACHED_DELAY_MS + randombytes_uniform(TR_STORE_DETACHED_JITTER_MS);
+    /* uv_timer_init cannot fail on a live loop (it only fills the handle). */
+    uv_timer_init(w->loop, &d->timer);
+    d->next = pending_detached;
+    pending_detached = d;
+    uv_timer_start(&d->timer, detached_due, delay, 0);
+}
+
+void tr__store_detached_flush(tr_worker_t *w)
+{
+    (void)w; /* the list is this thread's, i.e. w's */
+    while (pending_detached)
+        detached_run(pending_detached);
 }
 
 void tr_store_respond_error(tr_req_t *req, int rc, const char *what)

@@ -56,6 +56,23 @@ typedef void (*tr_store_done_fn)(tr_req_t *req, void *ctx, int rc);
 void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_done_fn done,
                   void *ctx);
 
+/* Work that belongs to no request: runs job with a connection of w's
+ * service database (flags as for tr_store_run), then finish(ctx, rc) on w's
+ * loop, exactly once, and never from inside this call. ctx belongs to the
+ * caller (typically malloc'ed and freed by finish); nothing of a request
+ * may be in it. Meant for work a handler does after its answer, so that
+ * the answer's timing cannot reveal it (e.g. /password/forgot): the job
+ * starts TR_STORE_DETACHED_DELAY_MS plus a random 0..JITTER ms later, when
+ * the answer has long reached the client -- on the loop with SQLite, on the
+ * pool with a networked engine. A pending job keeps the worker's loop
+ * running, so a draining worker finishes it before it closes its store.
+ * Without a database finish gets -ESHUTDOWN. */
+#define TR_STORE_DETACHED_DELAY_MS  10
+#define TR_STORE_DETACHED_JITTER_MS 20
+typedef void (*tr_store_finish_fn)(void *ctx, int rc);
+void tr_store_run_detached(tr_worker_t *w, unsigned flags, tr_store_job_fn job,
+                           tr_store_finish_fn finish, void *ctx);
+
 /* Logs "what: database error rc" and answers 503
  * unavailable for TR_STORE_EBUSY / TR_STORE_ERETRY / -ESHUTDOWN, 500
  * internal for anything else. */

@@ -91,6 +91,39 @@ test('GET /api/auth/users pages with limit (default 20) and cursor', opts, async
   for (const id of [...made, adminUser.id]) assert.ok(seen.has(id), `user ${id} listed`);
 });
 
+test('list cursors are opaque, and a cursor the list did not make is 400 naming "cursor"', opts, async () => {
+  for (let i = 0; i < 3; i++) await registerUser(auth.url, { email: uniqueEmail('opaque') });
+  const first = await api(auth.url, 'GET', '/api/auth/users?limit=2', { token: admin.access_token });
+  assert.equal(first.status, 200, first.text);
+  const cursor = first.json.next_cursor;
+  assert.equal(typeof cursor, 'string');
+  assert.match(cursor, /^[A-Za-z0-9_-]+$/, 'URL-safe, no padding');
+  assert.ok(!first.json.data.some((u) => u.id === cursor), 'not a row id in clear');
+  // It continues right after the last row of the first page.
+  const second = await api(auth.url, 'GET', `/api/auth/users?limit=2&cursor=${cursor}`, { token: admin.access_token });
+  assert.equal(second.status, 200, second.text);
+  assert.ok(second.json.data[0].id > first.json.data[1].id, 'the next page starts after the first');
+
+  const lastId = first.json.data[1].id;
+  const forged = [
+    lastId, // the old clear-text cursor
+    'not a cursor!',
+    Buffer.from('not-a-uuid').toString('base64url'),
+    Buffer.from('\u0000').toString('base64url'),
+    `${cursor}==`,
+  ];
+  for (const c of forged) {
+    for (const p of ['/api/auth/users', '/api/auth/sessions', '/api/auth/api-keys', '/api/auth/admin/outbox']) {
+      const r = await api(auth.url, 'GET', `${p}?cursor=${encodeURIComponent(c)}`, { token: admin.access_token });
+      assertFieldError(assert, r, 'cursor');
+    }
+  }
+  // limit problems name "limit"; both are reported at once.
+  const both = await api(auth.url, 'GET', '/api/auth/users?limit=ten&cursor=%25', { token: admin.access_token });
+  const e = assertFieldError(assert, both, 'limit');
+  assert.ok(e.details.some((d) => d.field === 'cursor'), JSON.stringify(e.details));
+});
+
 test('users list limit above 100 is refused or capped', opts, async () => {
   const r = await api(auth.url, 'GET', '/api/auth/users?limit=101', { token: admin.access_token });
   if (r.status === 400) assertError(assert, r, 400, 'invalid_argument');

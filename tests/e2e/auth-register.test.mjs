@@ -1,6 +1,7 @@
 // Registration and login of the auth service (issue 2 §4): success shapes,
 // e-mail normalisation, field validation, media type, the uniform failure
-// answer and the per-e-mail login rate limit.
+// answer and the login rate limit of one client (auth-lockout.test.mjs has
+// the rest: other clients, the account-wide backoff).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
@@ -189,7 +190,7 @@ test('wrong password and unknown e-mail give the same 401 body', opts, async () 
   assert.notEqual(e1.request_id, e2.request_id, 'each answer has its own request id');
 });
 
-test('five failed logins for one e-mail: 429 rate_limited with Retry-After', opts, async () => {
+test('five failed logins for one e-mail from one client: 429 rate_limited with Retry-After', opts, async () => {
   const reg = await registerUser(auth.url);
   const other = await registerUser(auth.url);
   for (let i = 1; i <= 4; i++) {
@@ -206,7 +207,7 @@ test('five failed logins for one e-mail: 429 rate_limited with Retry-After', opt
   assert.match(String(ra), /^\d+$/, `Retry-After is whole seconds (${ra})`);
   assert.ok(Number(ra) >= 1 && Number(ra) <= 900, `Retry-After within the 15-minute window (${ra})`);
 
-  // The limit is per e-mail, also when the address is spelled differently.
+  // The limit is per e-mail (and client), also when the address is spelled differently.
   assertError(assert, await login({ email: reg.email.toUpperCase(), password: PASSWORD }), 429, 'rate_limited');
   const ok = await login({ email: other.email, password: PASSWORD });
   assert.equal(ok.status, 200, 'another e-mail is not limited');

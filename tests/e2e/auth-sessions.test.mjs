@@ -16,6 +16,8 @@ import {
   loginUser,
   newAdmin,
   registerUser,
+  request,
+  sleep,
   uniqueEmail,
   useService,
 } from './lib/harness.mjs';
@@ -42,6 +44,38 @@ function randomUuidV7() {
   b[8] = 0x80 | (b[8] & 0x3f);
   const h = b.toString('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** How many /password/forgot requests the service has finished processing
+ * (it answers 202 first and does the work shortly after; see
+ * auth_account.c), from its auth_password_forgot_total counter. */
+async function forgotProcessed() {
+  const r = await request(`${auth.url}/metrics`);
+  assert.equal(r.status, 200, r.text);
+  let n = 0;
+  for (const line of r.text.split('\n')) {
+    const m = /^auth_password_forgot_total\{[^}]*\} (\d+)/.exec(line);
+    if (m) n += Number(m[1]);
+  }
+  return n;
+}
+
+/** POSTs /password/forgot for each email, asserts the 202s, and waits
+ * (polling the counter) until the service has done the work of all of them. */
+async function forgot(...emails) {
+  const before = await forgotProcessed();
+  const answers = [];
+  for (const email of emails) {
+    const r = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email } });
+    assert.equal(r.status, 202, r.text);
+    answers.push(r);
+  }
+  const deadline = Date.now() + T(10000);
+  while ((await forgotProcessed()) < before + emails.length) {
+    assert.ok(Date.now() < deadline, 'forgot work did not finish');
+    await sleep(20);
+  }
+  return answers;
 }
 
 /** The newest password-reset token in the outbox for email. */
@@ -189,9 +223,8 @@ test('password change without a token: 401', opts, async () => {
 
 test('forgot answers 202 for known and unknown e-mails alike', opts, async () => {
   const reg = await registerUser(auth.url);
-  const known = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } });
   const ghost = uniqueEmail('ghost');
-  const unknown = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: ghost } });
+  const [known, unknown] = await forgot(reg.email, ghost);
   assert.equal(known.status, 202, known.text);
   assert.equal(unknown.status, 202, unknown.text);
   const shape = (r) => (r.json && typeof r.json === 'object' ? { ...r.json, request_id: undefined } : r.text);
@@ -205,10 +238,7 @@ test('forgot answers 202 for known and unknown e-mails alike', opts, async () =>
 
 test('forgot keeps at most 5 unused reset tokens per user', opts, async () => {
   const reg = await registerUser(auth.url);
-  for (let i = 0; i < 7; i++) {
-    const r = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } });
-    assert.equal(r.status, 202, r.text);
-  }
+  await forgot(...Array(7).fill(reg.email));
   const box = await api(auth.url, 'GET', `/api/auth/admin/outbox?recipient=${encodeURIComponent(reg.email)}`, {
     token: admin.access_token,
   });
@@ -219,7 +249,7 @@ test('forgot keeps at most 5 unused reset tokens per user', opts, async () => {
 test('password reset: 204, all sessions revoked, token single use', opts, async () => {
   const reg = await registerUser(auth.url);
   const other = await loginUser(auth.url, reg.email);
-  assert.equal((await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } })).status, 202);
+  await forgot(reg.email);
   const token = await outboxToken(reg.email);
 
   const r = await api(auth.url, 'POST', '/api/auth/password/reset', { body: { token, new_password: NEW_PASSWORD } });
@@ -247,7 +277,7 @@ test('password reset with a bad token: 400 or 401 envelope', opts, async () => {
 
 test('password reset with a short new password: 400 details new_password', opts, async () => {
   const reg = await registerUser(auth.url);
-  assert.equal((await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: reg.email } })).status, 202);
+  await forgot(reg.email);
   const token = await outboxToken(reg.email);
   const r = await api(auth.url, 'POST', '/api/auth/password/reset', { body: { token, new_password: 'short' } });
   assertFieldError(assert, r, 'new_password');

@@ -1,7 +1,7 @@
 /*
  * test_auth_policy.c - the auth service's pure decisions
  * (services/auth/auth_policy.c): roles, the login lockout window, what a
- * presented refresh token deserves, paging limits, Bearer parsing, API key
+ * presented refresh token deserves, the account-wide login backoff, Bearer parsing, API key
  * shapes and option validation. Table-driven: each row is a case a user of
  * the API would recognise.
  */
@@ -120,24 +120,82 @@ static void test_refresh_decisions(void **state)
     assert_string_equal(auth_refresh_verdict_name(AUTH_REFRESH_REUSED), "reused");
 }
 
-static void test_limits(void **state)
+/* The account-wide backoff (auth_policy.c, LOCKOUT) with ceiling 20, base
+ * 1 s, cap 60 s. */
+static void test_account_backoff(void **state)
 {
     (void)state;
+    auth_settings_t cfg = {.login_window_ms = 15 * MINUTE,
+                           .login_max_failures = 5,
+                           .login_account_max_failures = 20,
+                           .login_backoff_base_ms = 1 * S,
+                           .login_backoff_max_ms = 60 * S};
+    const int64_t now = 100 * MINUTE;
     static const struct {
-        const char *text;
-        int rc, want;
+        const char *what;
+        int64_t account_n;
+        int64_t newest_ago_ms; /* the account's newest failure, before now */
+        int64_t want_s;
     } cases[] = {
-        {NULL, 0, 20},       {"1", 0, 1},         {"20", 0, 20},
-        {"100", 0, 100},     {"101", 0, 100},     {"99999999999999999999", 0, 100},
-        {"0", -EINVAL, 0},   {"", -EINVAL, 0},    {"-1", -EINVAL, 0},
-        {"1.5", -EINVAL, 0}, {"ten", -EINVAL, 0}, {" 5", -EINVAL, 0},
+        {"below the ceiling: no delay", 19, 0, 0},
+        {"at the ceiling, failure just now: base delay", 20, 0, 1},
+        {"one past: doubled", 21, 0, 2},
+        {"three past: 8 s", 23, 0, 8},
+        {"three past, 5 s ago: 3 s left", 23, 5 * S, 3},
+        {"three past, 8 s ago: free", 23, 8 * S, 0},
+        {"far past: capped at 60 s", 60, 0, 60},
+        {"absurdly far past: still capped, no overflow", 1000000, 0, 60},
+        {"capped, 59.5 s ago: rounded up to 1 s", 60, 59500, 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int got = -1;
-        int rc = auth_parse_limit(cases[i].text, &got);
-        if (rc != cases[i].rc || (rc == 0 && got != cases[i].want))
-            fail_msg("limit \"%s\": rc %d value %d", cases[i].text ? cases[i].text : "(none)", rc,
-                     got);
+        int64_t got =
+            auth_backoff_retry_after_s(&cfg, cases[i].account_n, now - cases[i].newest_ago_ms, now);
+        if (got != cases[i].want_s) fail_msg("%s: got %lld s", cases[i].what, (long long)got);
+    }
+}
+
+/* The whole login decision: the pair's lockout and the account's backoff,
+ * the longer wait winning -- and failures from other clients never lock a
+ * client out, they only delay it once the account ceiling is passed. */
+static void test_login_decision(void **state)
+{
+    (void)state;
+    auth_settings_t cfg = {.login_window_ms = 15 * MINUTE,
+                           .login_max_failures = 5,
+                           .login_account_max_failures = 20,
+                           .login_backoff_base_ms = 1 * S,
+                           .login_backoff_max_ms = 60 * S};
+    const int64_t now = 100 * MINUTE;
+    int64_t five_now[5] = {now, now, now, now, now};
+    int64_t two[2] = {now - MINUTE, now - 2 * MINUTE};
+    static const struct {
+        const char *what;
+        int which_recent; /* 0 none, 1 five just now, 2 two a minute ago */
+        int64_t account_n, newest_ago_ms, want_s;
+    } cases[] = {
+        {"fresh account, fresh client", 0, 0, 0, 0},
+        {"this client failed 5 times: locked for the window", 1, 5, 0, 15 * 60},
+        {"19 failures elsewhere, none here: allowed", 0, 19, 0, 0},
+        {"20 failures elsewhere just now, none here: only the base delay", 0, 20, 0, 1},
+        {"25 failures elsewhere: 32 s, never the window", 0, 25, 0, 32},
+        {"80 failures elsewhere: the cap, never the window", 0, 80, 0, 60},
+        {"80 elsewhere, a minute ago: free for this client", 0, 80, MINUTE, 0},
+        {"two here and 21 in all: the backoff decides", 2, 21, 0, 2},
+        {"five here and 25 in all: the longer lockout decides", 1, 25, 0, 15 * 60},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        auth_login_facts_t f = {.account_n = cases[i].account_n,
+                                .account_newest_ms = now - cases[i].newest_ago_ms,
+                                .now_ms = now};
+        if (cases[i].which_recent == 1) {
+            f.client_recent = five_now;
+            f.client_n = 5;
+        } else if (cases[i].which_recent == 2) {
+            f.client_recent = two;
+            f.client_n = 2;
+        }
+        int64_t got = auth_login_retry_after_s(&cfg, &f);
+        if (got != cases[i].want_s) fail_msg("%s: got %lld s", cases[i].what, (long long)got);
     }
 }
 
@@ -219,6 +277,9 @@ static void test_settings_defaults(void **state)
     assert_int_equal(s.reset_ttl_ms, 60 * MINUTE);
     assert_int_equal(s.login_window_ms, 15 * MINUTE);
     assert_int_equal(s.login_max_failures, 5);
+    assert_int_equal(s.login_account_max_failures, 20);
+    assert_int_equal(s.login_backoff_base_ms, 1 * S);
+    assert_int_equal(s.login_backoff_max_ms, 60 * S);
     assert_int_equal(s.pwhash.memlimit, 19u * 1024 * 1024);
     assert_int_equal(s.pwhash.opslimit, 2);
 }
@@ -240,6 +301,9 @@ static void test_settings_refused(void **state)
         {"--reset-ttl", "0", "reset-ttl"},
         {"--login-max-failures", "0", "login-max-failures"},
         {"--login-failure-window", "0s", "login-failure-window"},
+        {"--login-account-max-failures", "0", "login-account-max-failures"},
+        {"--login-backoff-base", "0s", "login-backoff-base"},
+        {"--login-backoff-max", "forever", "login-backoff-max"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *argv[] = {(char *)cases[i].flag, (char *)cases[i].value, NULL};
@@ -360,7 +424,8 @@ int main(void)
         cmocka_unit_test(test_lockout_window),
         cmocka_unit_test(test_lockout_rounds_up_and_ends),
         cmocka_unit_test(test_refresh_decisions),
-        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_account_backoff),
+        cmocka_unit_test(test_login_decision),
         cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_api_keys),
         cmocka_unit_test(test_settings_defaults),

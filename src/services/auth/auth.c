@@ -82,8 +82,13 @@ static const tr_option_t auth_options[] = {
     {"reset-ttl", "1h", "password reset token lifetime"},
     {"argon2-memory", "19m", "argon2id memory per hash (at least 19m)"},
     {"argon2-iterations", "2", "argon2id iterations (at least 2)"},
-    {"login-max-failures", "5", "failed logins per email allowed within the window"},
+    {"login-max-failures", "5",
+     "failed logins per account from one client address allowed within the window"},
     {"login-failure-window", "15m", "sliding window for counting failed logins"},
+    {"login-account-max-failures", "20",
+     "failed logins per account from all clients within the window before backoff"},
+    {"login-backoff-base", "1s", "first delay once an account is past that ceiling (doubles)"},
+    {"login-backoff-max", "1m", "longest delay between attempts on an account past the ceiling"},
     {NULL, NULL, NULL},
 };
 
@@ -103,6 +108,11 @@ static void register_counters(auth_state_t *st)
         tr_counter_register("auth_password_changes_total", "Passwords changed.", NULL);
     st->m.reset_requests = tr_counter_register("auth_password_reset_requests_total",
                                                "Password reset requests accepted.", NULL);
+    st->m.forgot_done =
+        tr_counter_register("auth_password_forgot_total",
+                            "Password reset requests processed after their answer, by result "
+                            "(issued, limited, no_account, error).",
+                            "result");
     st->m.resets = tr_counter_register("auth_password_resets_total",
                                        "Password resets completed with a valid token.", NULL);
     st->m.api_keys_created =

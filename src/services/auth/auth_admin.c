@@ -6,7 +6,9 @@
  *
  * A ban revokes every session of the user in the same transaction; the
  * authenticator also refuses banned users' tokens and API keys, so a ban
- * acts on the next request. Role changes act at once inside this service
+ * acts on the next request. The HTTP handlers do their database work in
+ * store jobs (auth_internal.h, DATABASE WORK); the CLI paths run outside
+ * any loop and call the store directly. Role changes act at once inside this service
  * (the authenticator reads the role from the database); other services that
  * trust the token's "role" claim see it at the next refresh.
  */
@@ -24,59 +26,123 @@
 
 /* ---- users ------------------------------------------------------------------ */
 
-static json_t *user_row_json(tr_req_t *req, tr_rows_t *rows)
+typedef struct users_ctx {
+    tr_page_t page;
+    tr_page_result_t result;
+} users_ctx_t;
+
+static json_t *user_row_json(tr_rows_t *rows, void *arg)
 {
     auth_user_t u;
-    (void)req;
+    (void)arg;
     auth_user_from_row(rows, &u);
     return auth_user_json(&u);
 }
 
-void auth_handle_users_list(tr_req_t *req)
+static int users_job(tr_store_t *db, void *arg)
 {
-    tr_store_t *db = tr_req_store(req);
-    const char *cursor;
-    int limit, rc;
+    users_ctx_t *ctx = arg;
     tr_rows_t *rows = NULL;
-
-    if (!auth_page_from_query(req, &limit, &cursor)) return;
+    int64_t fetch = (int64_t)ctx->page.limit + 1;
+    int rc;
     /* Oldest first: UUIDv7 ids sort by creation time. */
-    if (cursor)
+    if (ctx->page.after[0])
         rc = tr_store_query(db, &rows,
                             "SELECT " AUTH_USER_COLUMNS " FROM users WHERE id > $1 "
                             "ORDER BY id LIMIT $2",
-                            "ti", cursor, (int64_t)limit + 1);
+                            "ti", ctx->page.after, fetch);
     else
-        rc = tr_store_query(db, &rows,
-                            "SELECT " AUTH_USER_COLUMNS " FROM users ORDER BY id LIMIT $1", "i",
-                            (int64_t)limit + 1);
-    auth_respond_page(req, rc, rows, limit, user_row_json, "list users");
+        rc = tr_store_query(
+            db, &rows, "SELECT " AUTH_USER_COLUMNS " FROM users ORDER BY id LIMIT $1", "i", fetch);
+    return tr_page_collect(rc, rows, &ctx->page, user_row_json, NULL, &ctx->result);
+}
+
+static void users_done(tr_req_t *req, void *arg, int rc)
+{
+    users_ctx_t *ctx = arg;
+    if (rc != 0) {
+        tr_page_result_clear(&ctx->result);
+        tr_store_respond_error(req, rc, "list users");
+        return;
+    }
+    tr_respond_page(req, &ctx->result);
+}
+
+void auth_handle_users_list(tr_req_t *req)
+{
+    users_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
+    if (!tr_page_from_query(req, &ctx->page, auth_page_key_ok)) return;
+    tr_store_run(req, 0, users_job, users_done, ctx);
+}
+
+typedef struct patch_ctx {
+    char id[TR_UUID_LEN + 1];
+    char role[24]; /* "" when unchanged */
+    int banned;    /* -1 when unchanged */
+    int approved;
+    /* written by the job */
+    bool newly_banned;
+    auth_user_t user;
+} patch_ctx_t;
+
+static int patch_job(tr_store_t *db, void *arg)
+{
+    patch_ctx_t *ctx = arg;
+    auth_user_t *u = &ctx->user;
+    int64_t now = tr_now_ms();
+
+    ctx->newly_banned = false;
+    int rc = auth_user_by_id(db, ctx->id, u);
+    if (rc != 0) return rc;
+    ctx->newly_banned = ctx->banned == 1 && !u->banned;
+    if (ctx->role[0]) snprintf(u->role, sizeof(u->role), "%s", ctx->role);
+    if (ctx->banned >= 0) u->banned = ctx->banned;
+    if (ctx->approved >= 0) u->approved = ctx->approved;
+    u->updated_at = now;
+    rc = tr_store_exec(db, NULL,
+                       "UPDATE users SET role = $1, banned = $2, approved = $3, "
+                       "updated_at = $4 WHERE id = $5",
+                       "tiiit", u->role, (int64_t)u->banned, (int64_t)u->approved, now, u->id);
+    if (rc == 0 && ctx->newly_banned) rc = auth_sessions_revoke_all(db, u->id, NULL, now);
+    return rc;
+}
+
+static void patch_done(tr_req_t *req, void *arg, int rc)
+{
+    patch_ctx_t *ctx = arg;
+    if (rc == -ENOENT) {
+        tr_respond_error(req, TR_ERR_NOT_FOUND, "user not found", NULL);
+        return;
+    }
+    if (rc != 0) {
+        tr_store_respond_error(req, rc, "update user");
+        return;
+    }
+    if (ctx->newly_banned) tr_counter_inc(auth_state_of(req)->m.bans, NULL);
+    tr_respond_json(req, 200, auth_user_json(&ctx->user));
 }
 
 void auth_handle_user_patch(tr_req_t *req)
 {
-    auth_state_t *st = auth_state_of(req);
-    tr_store_t *db = tr_req_store(req);
+    patch_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
     const char *id = tr_req_param(req, "id");
     const char *role = NULL;
-    int banned = -1, approved = -1, rc;
-    bool newly_banned = false;
-    auth_user_t u;
     tr_fields_t f;
 
+    ctx->banned = ctx->approved = -1;
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
     if (body) {
-        role = tr_field_string(&f, body, "role", false, 1, sizeof(u.role) - 1);
+        role = tr_field_string(&f, body, "role", false, 1, sizeof(ctx->role) - 1);
         if (role && !auth_role_valid(role)) {
             tr_fields_add(&f, "role", "must be one of admin, moderator, verified_user, user");
             role = NULL;
         }
-        banned = tr_field_bool(&f, body, "banned", false);
-        approved = tr_field_bool(&f, body, "approved", false);
+        ctx->banned = tr_field_bool(&f, body, "banned", false);
+        ctx->approved = tr_field_bool(&f, body, "approved", false);
     }
     if (tr_fields_respond(&f, req)) goto out;
-    if (!role && banned < 0 && approved < 0) {
+    if (!role && ctx->banned < 0 && ctx->approved < 0) {
         tr_respond_error(req, TR_ERR_INVALID_ARGUMENT,
                          "give at least one of role, banned, approved", NULL);
         goto out;
@@ -85,33 +151,9 @@ void auth_handle_user_patch(tr_req_t *req)
         tr_respond_error(req, TR_ERR_NOT_FOUND, "user not found", NULL);
         goto out;
     }
-
-    int64_t now = tr_now_ms();
-    if ((rc = tr_store_begin(db)) != 0) goto fail;
-    rc = auth_user_by_id(db, id, &u);
-    if (rc == -ENOENT) {
-        tr_store_rollback(db);
-        tr_respond_error(req, TR_ERR_NOT_FOUND, "user not found", NULL);
-        goto out;
-    }
-    if (rc == 0) {
-        newly_banned = banned == 1 && !u.banned;
-        if (role) snprintf(u.role, sizeof(u.role), "%s", role);
-        if (banned >= 0) u.banned = banned;
-        if (approved >= 0) u.approved = approved;
-        u.updated_at = now;
-        rc = tr_store_exec(db, NULL,
-                           "UPDATE users SET role = $1, banned = $2, approved = $3, "
-                           "updated_at = $4 WHERE id = $5",
-                           "tiiit", u.role, (int64_t)u.banned, (int64_t)u.approved, now, u.id);
-    }
-    if (rc == 0 && newly_banned) rc = auth_sessions_revoke_all(db, u.id, NULL, now);
-    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
-    if (newly_banned) tr_counter_inc(st->m.bans, NULL);
-    tr_respond_json(req, 200, auth_user_json(&u));
-    goto out;
-fail:
-    auth_respond_store_error(req, rc, "update user");
+    snprintf(ctx->id, sizeof(ctx->id), "%s", id);
+    snprintf(ctx->role, sizeof(ctx->role), "%s", role ? role : "");
+    tr_store_run(req, TR_STORE_TX, patch_job, patch_done, ctx);
 out:
     json_decref(body);
 }
@@ -171,7 +213,7 @@ int auth_outbox_pending(tr_store_t *db, const char *recipient, int limit, const 
         json_object_set_new(m, "kind", json_string(tr_rows_text(rows, 1)));
         json_object_set_new(m, "recipient", json_string(tr_rows_text(rows, 2)));
         json_object_set_new(m, "payload", payload ? payload : json_string(payload_text));
-        json_object_set_new(m, "created_at", auth_time_json(tr_rows_int(rows, 4)));
+        json_object_set_new(m, "created_at", tr_time_json(tr_rows_int(rows, 4)));
         json_array_append_new(list, m);
     }
     tr_rows_free(rows);
@@ -184,23 +226,48 @@ int auth_outbox_pending(tr_store_t *db, const char *recipient, int limit, const 
     return 0;
 }
 
+typedef struct outbox_ctx {
+    char *recipient; /* request arena, NULL for all */
+    tr_page_t page;
+    /* written by the job */
+    json_t *items;
+    char *next; /* malloc'ed key of the next page, or NULL */
+} outbox_ctx_t;
+
+static int outbox_job(tr_store_t *db, void *arg)
+{
+    outbox_ctx_t *ctx = arg;
+    json_decref(ctx->items);
+    free(ctx->next);
+    ctx->items = NULL;
+    ctx->next = NULL;
+    return auth_outbox_pending(db, ctx->recipient, ctx->page.limit,
+                               ctx->page.after[0] ? ctx->page.after : NULL, &ctx->items,
+                               &ctx->next);
+}
+
+static void outbox_done(tr_req_t *req, void *arg, int rc)
+{
+    outbox_ctx_t *ctx = arg;
+    char cursor[TR_PAGE_CURSOR_MAX + 1] = "";
+    if (rc != 0) {
+        tr_store_respond_error(req, rc, "outbox");
+    } else {
+        if (ctx->next) tr_page_cursor_encode(ctx->next, cursor);
+        tr_res_header(req, "Cache-Control", "no-store");
+        tr_respond_list(req, ctx->items, cursor);
+        ctx->items = NULL;
+    }
+    json_decref(ctx->items);
+    free(ctx->next);
+}
+
 void auth_handle_outbox_list(tr_req_t *req)
 {
-    const char *cursor;
-    char *next = NULL;
-    json_t *items = NULL;
-    int limit;
-
-    if (!auth_page_from_query(req, &limit, &cursor)) return;
-    int rc = auth_outbox_pending(tr_req_store(req), tr_req_query(req, "recipient"), limit, cursor,
-                                 &items, &next);
-    if (rc != 0) {
-        auth_respond_store_error(req, rc, "outbox");
-        return;
-    }
-    tr_res_header(req, "Cache-Control", "no-store");
-    auth_respond_list(req, items, next);
-    free(next);
+    outbox_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
+    if (!tr_page_from_query(req, &ctx->page, auth_page_key_ok)) return;
+    ctx->recipient = tr_req_strdup(req, tr_req_query(req, "recipient"));
+    tr_store_run(req, 0, outbox_job, outbox_done, ctx);
 }
 
 /* ---- creating users without the API ------------------------------------------- */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kit/log.h"
+#include "kit/store_job.h"
 #include "kit/validate.h"
 
 /* Live keys one user may hold, which bounds the table per user. */
@@ -26,105 +27,170 @@ static json_t *key_json(const char *id, const char *name, const char *prefix, in
     json_object_set_new(k, "id", json_string(id));
     json_object_set_new(k, "name", json_string(name));
     json_object_set_new(k, "prefix", json_string(prefix));
-    json_object_set_new(k, "created_at", auth_time_json(created_at));
-    json_object_set_new(k, "last_used_at", auth_time_json(last_used_at));
+    json_object_set_new(k, "created_at", tr_time_json(created_at));
+    json_object_set_new(k, "last_used_at", tr_time_json(last_used_at));
     return k;
+}
+
+typedef struct key_create_ctx {
+    const auth_state_t *st;
+    char user_id[TR_UUID_LEN + 1];
+    char *name; /* request arena */
+    int64_t now;
+    /* written by the job */
+    bool too_many;
+    char key[AUTH_API_KEY_LEN + 1];
+    char id[TR_UUID_LEN + 1];
+    char prefix[AUTH_API_KEY_PREFIX_LEN + 1];
+} key_create_ctx_t;
+
+static int key_create_job(tr_store_t *db, void *arg)
+{
+    key_create_ctx_t *ctx = arg;
+    char hash[TR_SHA256_HEX];
+    tr_rows_t *rows = NULL;
+    int64_t live = 0;
+
+    ctx->too_many = false;
+    int rc = tr_store_query(
+        db, &rows, "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL", "t",
+        ctx->user_id);
+    if ((rc = tr_rows_first_int(rc, rows, &live)) != 0) return rc;
+    if (live >= AUTH_MAX_API_KEYS) {
+        ctx->too_many = true;
+        return 0;
+    }
+    auth_api_key_generate(ctx->key);
+    tr_sha256_hex(ctx->key, AUTH_API_KEY_LEN, hash);
+    memcpy(ctx->prefix, ctx->key, AUTH_API_KEY_PREFIX_LEN);
+    ctx->prefix[AUTH_API_KEY_PREFIX_LEN] = '\0';
+    tr_uuid7(ctx->id);
+    return tr_store_exec(db, NULL,
+                         "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
+                         "VALUES ($1, $2, $3, $4, $5, $6)",
+                         "ttttti", ctx->id, ctx->user_id, ctx->name, ctx->prefix, hash, ctx->now);
+}
+
+static void key_created(tr_req_t *req, void *arg, int rc)
+{
+    key_create_ctx_t *ctx = arg;
+    if (rc != 0) {
+        tr_store_respond_error(req, rc, "create API key");
+    } else if (ctx->too_many) {
+        tr_respond_error(req, TR_ERR_CONFLICT, "too many API keys; revoke one first", NULL);
+    } else {
+        json_t *k = key_json(ctx->id, ctx->name, ctx->prefix, ctx->now, 0);
+        json_object_set_new(k, "key", json_string(ctx->key));
+        tr_counter_inc(ctx->st->m.api_keys_created, NULL);
+        tr_res_header(req, "Cache-Control", "no-store");
+        sodium_memzero(ctx->key, sizeof(ctx->key));
+        tr_respond_json(req, 201, k);
+        return;
+    }
+    sodium_memzero(ctx->key, sizeof(ctx->key));
 }
 
 void auth_handle_api_key_create(tr_req_t *req)
 {
-    auth_state_t *st = auth_state_of(req);
-    tr_store_t *db = tr_req_store(req);
-    char key[AUTH_API_KEY_LEN + 1], hash[TR_SHA256_HEX], prefix[AUTH_API_KEY_PREFIX_LEN + 1];
-    char id[TR_UUID_LEN + 1];
-    tr_rows_t *rows = NULL;
-    int64_t live = 0;
+    key_create_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
     tr_fields_t f;
-    int rc;
 
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
     const char *name = body ? tr_field_string(&f, body, "name", true, 1, AUTH_KEY_NAME_MAX) : NULL;
     if (tr_fields_respond(&f, req)) goto out;
-
-    int64_t now = tr_now_ms();
-    if ((rc = tr_store_begin(db)) != 0) goto fail;
-    rc = tr_store_query(db, &rows,
-                        "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL",
-                        "t", req->identity.user_id);
-    rc = auth_rows_first_int(rc, rows, &live);
-    if (rc == 0 && live >= AUTH_MAX_API_KEYS) {
-        tr_store_rollback(db);
-        tr_respond_error(req, TR_ERR_CONFLICT, "too many API keys; revoke one first", NULL);
-        goto out;
-    }
-    auth_api_key_generate(key);
-    tr_sha256_hex(key, AUTH_API_KEY_LEN, hash);
-    memcpy(prefix, key, AUTH_API_KEY_PREFIX_LEN);
-    prefix[AUTH_API_KEY_PREFIX_LEN] = '\0';
-    tr_uuid7(id);
-    if (rc == 0)
-        rc = tr_store_exec(db, NULL,
-                           "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at) "
-                           "VALUES ($1, $2, $3, $4, $5, $6)",
-                           "ttttti", id, req->identity.user_id, name, prefix, hash, now);
-    if ((rc = auth_tx_finish(db, rc)) != 0) goto fail;
-    json_t *k = key_json(id, name, prefix, now, 0);
-    json_object_set_new(k, "key", json_string(key));
-    sodium_memzero(key, sizeof(key));
-    tr_counter_inc(st->m.api_keys_created, NULL);
-    tr_res_header(req, "Cache-Control", "no-store");
-    tr_respond_json(req, 201, k);
-    goto out;
-fail:
-    auth_respond_store_error(req, rc, "create API key");
+    ctx->st = auth_state_of(req);
+    auth_copy_id(ctx->user_id, req->identity.user_id);
+    ctx->name = tr_req_strdup(req, name);
+    ctx->now = tr_now_ms();
+    tr_store_run(req, TR_STORE_TX, key_create_job, key_created, ctx);
 out:
     json_decref(body);
 }
 
-static json_t *key_row_json(tr_req_t *req, tr_rows_t *rows)
+typedef struct keys_ctx {
+    char user_id[TR_UUID_LEN + 1];
+    tr_page_t page;
+    tr_page_result_t result;
+} keys_ctx_t;
+
+static json_t *key_row_json(tr_rows_t *rows, void *arg)
 {
-    (void)req;
+    (void)arg;
     return key_json(tr_rows_text(rows, 0), tr_rows_text(rows, 1), tr_rows_text(rows, 2),
                     tr_rows_int(rows, 3), tr_rows_int(rows, 4));
 }
 
-void auth_handle_api_keys_list(tr_req_t *req)
+static int keys_job(tr_store_t *db, void *arg)
 {
-    tr_store_t *db = tr_req_store(req);
-    const char *cursor;
-    int limit, rc;
+    keys_ctx_t *ctx = arg;
     tr_rows_t *rows = NULL;
-
-    if (!auth_page_from_query(req, &limit, &cursor)) return;
-    if (cursor)
+    int64_t fetch = (int64_t)ctx->page.limit + 1;
+    int rc;
+    if (ctx->page.after[0])
         rc = tr_store_query(db, &rows,
                             "SELECT id, name, prefix, created_at, last_used_at FROM api_keys "
                             "WHERE user_id = $1 AND revoked_at IS NULL AND id < $2 "
                             "ORDER BY id DESC LIMIT $3",
-                            "tti", req->identity.user_id, cursor, (int64_t)limit + 1);
+                            "tti", ctx->user_id, ctx->page.after, fetch);
     else
         rc = tr_store_query(db, &rows,
                             "SELECT id, name, prefix, created_at, last_used_at FROM api_keys "
                             "WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT $2",
-                            "ti", req->identity.user_id, (int64_t)limit + 1);
-    auth_respond_page(req, rc, rows, limit, key_row_json, "list API keys");
+                            "ti", ctx->user_id, fetch);
+    return tr_page_collect(rc, rows, &ctx->page, key_row_json, NULL, &ctx->result);
+}
+
+static void keys_done(tr_req_t *req, void *arg, int rc)
+{
+    keys_ctx_t *ctx = arg;
+    if (rc != 0) {
+        tr_page_result_clear(&ctx->result);
+        tr_store_respond_error(req, rc, "list API keys");
+        return;
+    }
+    tr_respond_page(req, &ctx->result);
+}
+
+void auth_handle_api_keys_list(tr_req_t *req)
+{
+    keys_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
+    if (!tr_page_from_query(req, &ctx->page, auth_page_key_ok)) return;
+    auth_copy_id(ctx->user_id, req->identity.user_id);
+    tr_store_run(req, 0, keys_job, keys_done, ctx);
+}
+
+typedef struct key_revoke_ctx {
+    char user_id[TR_UUID_LEN + 1];
+    char *id; /* request arena */
+    int64_t changes;
+} key_revoke_ctx_t;
+
+static int key_revoke_job(tr_store_t *db, void *arg)
+{
+    key_revoke_ctx_t *ctx = arg;
+    ctx->changes = 0;
+    return tr_store_exec(db, &ctx->changes,
+                         "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 "
+                         "AND revoked_at IS NULL",
+                         "itt", tr_now_ms(), ctx->id, ctx->user_id);
+}
+
+static void key_revoked(tr_req_t *req, void *arg, int rc)
+{
+    key_revoke_ctx_t *ctx = arg;
+    if (rc != 0)
+        tr_store_respond_error(req, rc, "revoke API key");
+    else if (ctx->changes != 1)
+        tr_respond_error(req, TR_ERR_NOT_FOUND, "API key not found", NULL);
+    else
+        tr_respond_json(req, 204, NULL);
 }
 
 void auth_handle_api_key_revoke(tr_req_t *req)
 {
-    int64_t changes = 0;
-    int rc = tr_store_exec(tr_req_store(req), &changes,
-                           "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 "
-                           "AND revoked_at IS NULL",
-                           "itt", tr_now_ms(), tr_req_param(req, "id"), req->identity.user_id);
-    if (rc != 0) {
-        auth_respond_store_error(req, rc, "revoke API key");
-        return;
-    }
-    if (changes != 1) {
-        tr_respond_error(req, TR_ERR_NOT_FOUND, "API key not found", NULL);
-        return;
-    }
-    tr_respond_json(req, 204, NULL);
+    key_revoke_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
+    auth_copy_id(ctx->user_id, req->identity.user_id);
+    ctx->id = tr_req_strdup(req, tr_req_param(req, "id"));
+    tr_store_run(req, 0, key_revoke_job, key_revoked, ctx);
 }

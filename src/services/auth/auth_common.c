@@ -1,7 +1,7 @@
 /*
  * auth_common.c - pieces every auth handler file uses: loading users, the
- * public JSON shapes, list paging, error answers, transaction endings and
- * session revocation.
+ * public JSON shapes, the client of a request, error answers and session
+ * revocation.
  *
  * Revoking a session also deletes its refresh tokens: the revoked session
  * row alone already rejects its access tokens and makes any of its refresh
@@ -9,7 +9,6 @@
  */
 #include "services/auth/auth_internal.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,14 +56,6 @@ int auth_user_by_email(tr_store_t *db, const char *email, auth_user_t *u)
     return user_load(db, "SELECT " AUTH_USER_COLUMNS " FROM users WHERE email = $1", email, u);
 }
 
-json_t *auth_time_json(int64_t ms)
-{
-    char text[32];
-    if (ms == 0) return json_null();
-    tr_time_format(ms, text);
-    return json_string(text);
-}
-
 json_t *auth_user_json(const auth_user_t *u)
 {
     json_t *o = json_object();
@@ -74,23 +65,16 @@ json_t *auth_user_json(const auth_user_t *u)
     json_object_set_new(o, "role", json_string(u->role));
     json_object_set_new(o, "approved", json_boolean(u->approved));
     json_object_set_new(o, "banned", json_boolean(u->banned));
-    json_object_set_new(o, "created_at", auth_time_json(u->created_at));
-    json_object_set_new(o, "updated_at", auth_time_json(u->updated_at));
+    json_object_set_new(o, "created_at", tr_time_json(u->created_at));
+    json_object_set_new(o, "updated_at", tr_time_json(u->updated_at));
     return o;
 }
 
-void *auth_req_zalloc(tr_req_t *req, size_t size)
+int auth_caller_load(tr_store_t *db, const char *user_id, auth_user_t *u)
 {
-    return memset(tr_req_alloc(req, size), 0, size);
-}
-
-void auth_respond_store_error(tr_req_t *req, int rc, const char *what)
-{
-    tr_log_error("%s: database error %d: %s", what, rc, tr_store_errmsg(tr_req_store(req)));
-    if (rc == TR_STORE_EBUSY)
-        tr_respond_error(req, TR_ERR_UNAVAILABLE, "database busy, try again", NULL);
-    else
-        tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
+    int rc = auth_user_by_id(db, user_id, u);
+    if (rc == -ENOENT || (rc == 0 && u->banned)) rc = -EACCES;
+    return rc;
 }
 
 void auth_respond_internal_error(tr_req_t *req, const char *what, int rc)
@@ -99,74 +83,25 @@ void auth_respond_internal_error(tr_req_t *req, const char *what, int rc)
     tr_respond_error(req, TR_ERR_INTERNAL, "internal error", NULL);
 }
 
-int auth_tx_finish(tr_store_t *db, int rc)
+void auth_respond_caller_gone(tr_req_t *req)
 {
-    if (rc == 0) rc = tr_store_commit(db);
-    if (rc != 0) tr_store_rollback(db);
-    return rc;
+    tr_respond_error(req, TR_ERR_UNAUTHENTICATED, "account no longer available", NULL);
 }
 
-int auth_rows_first_int(int rc, tr_rows_t *rows, int64_t *out)
+bool auth_page_key_ok(const char *key)
 {
-    if (rc != 0) return rc;
-    if ((rc = tr_rows_next(rows)) == 1) {
-        *out = tr_rows_int(rows, 0);
-        rc = 0;
-    }
-    tr_rows_free(rows);
-    return rc;
+    return strlen(key) == TR_UUID_LEN && tr_uuid_valid(key);
 }
 
-bool auth_page_from_query(tr_req_t *req, int *limit, const char **cursor)
+void auth_client_from_req(const tr_req_t *req, auth_client_t *out)
 {
-    tr_fields_t f;
-    tr_fields_init(&f);
-    if (auth_parse_limit(tr_req_query(req, "limit"), limit) != 0)
-        tr_fields_add(&f, "limit", "must be an integer from 1 to 100");
-    const char *c = tr_req_query(req, "cursor");
-    *cursor = NULL;
-    if (c && *c) {
-        if (strlen(c) != TR_UUID_LEN || !tr_uuid_valid(c)) {
-            tr_fields_add(&f, "cursor", "is not a cursor returned by this list");
-        } else {
-            char *lower = tr_req_strdup(req, c);
-            for (char *p = lower; *p; p++)
-                *p = (char)tolower((unsigned char)*p);
-            *cursor = lower;
-        }
-    }
-    return !tr_fields_respond(&f, req);
-}
-
-void auth_respond_list(tr_req_t *req, json_t *data, const char *next_cursor)
-{
-    json_t *body = json_object();
-    json_object_set_new(body, "data", data);
-    json_object_set_new(body, "next_cursor", next_cursor ? json_string(next_cursor) : json_null());
-    tr_respond_json(req, 200, body);
-}
-
-void auth_respond_page(tr_req_t *req, int rc, tr_rows_t *rows, int limit,
-                       auth_row_json_fn *row_json, const char *what)
-{
-    char next[TR_UUID_LEN + 1] = "";
-    json_t *data = NULL;
-    int count = 0;
-
-    if (rc != 0) goto fail;
-    data = json_array();
-    /* The extra row only tells that another page exists. */
-    while ((rc = tr_rows_next(rows)) == 1 && ++count <= limit) {
-        snprintf(next, sizeof(next), "%s", tr_rows_text(rows, 0));
-        json_array_append_new(data, row_json(req, rows));
-    }
-    tr_rows_free(rows);
-    if (rc < 0) goto fail;
-    auth_respond_list(req, data, count > limit ? next : NULL);
-    return;
-fail:
-    json_decref(data);
-    auth_respond_store_error(req, rc, what);
+    const char *ua = tr_req_header(req, "User-Agent");
+    size_t n = 0;
+    /* Kept printable ASCII and bounded, for storing and listing. */
+    for (; ua && *ua && n < AUTH_USER_AGENT_MAX; ua++)
+        out->user_agent[n++] = (*ua >= 0x20 && *ua < 0x7f) ? *ua : '?';
+    out->user_agent[n] = '\0';
+    snprintf(out->ip, sizeof(out->ip), "%s", req->client_ip ? req->client_ip : "");
 }
 
 int auth_session_revoke(tr_store_t *db, const char *session_id, int64_t now_ms, int64_t *changes)

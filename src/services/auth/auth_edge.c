@@ -204,14 +204,63 @@ static void respond_invalid(tr_req_t *req, const char *reason)
     tr_respond_json(req, 200, json_pack("{s:b, s:s}", "valid", 0, "reason", reason));
 }
 
+typedef struct key_verify_ctx {
+    char hash[TR_SHA256_HEX];
+    /* written by the job */
+    bool found;
+    auth_user_t user;
+    char key_id[TR_UUID_LEN + 1];
+} key_verify_ctx_t;
+
+static int key_verify_job(tr_store_t *db, void *arg)
+{
+    key_verify_ctx_t *ctx = arg;
+    tr_rows_t *rows = NULL;
+    int64_t last_used = 0, now = tr_now_ms();
+
+    ctx->found = false;
+    int rc = tr_store_query(db, &rows,
+                            "SELECT " AUTH_USER_COLUMNS_U ", k.id, k.last_used_at FROM api_keys k "
+                            "JOIN users u ON u.id = k.user_id "
+                            "WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+                            "t", ctx->hash);
+    if (rc != 0) return rc;
+    if ((rc = tr_rows_next(rows)) == 1) {
+        ctx->found = true;
+        auth_user_from_row(rows, &ctx->user);
+        snprintf(ctx->key_id, sizeof(ctx->key_id), "%s", tr_rows_text(rows, AUTH_USER_NCOLUMNS));
+        last_used = tr_rows_int(rows, AUTH_USER_NCOLUMNS + 1);
+        rc = 0;
+    }
+    tr_rows_free(rows);
+    if (rc != 0 || !ctx->found || ctx->user.banned) return rc;
+    /* Best effort: a failed touch must not refuse a valid key. */
+    if (now - last_used >= API_KEY_TOUCH_MS &&
+        tr_store_exec(db, NULL, "UPDATE api_keys SET last_used_at = $1 WHERE id = $2", "it", now,
+                      ctx->key_id) != 0)
+        tr_log_warn("verify API key: could not record its use");
+    return 0;
+}
+
+static void key_verified(tr_req_t *req, void *arg, int rc)
+{
+    key_verify_ctx_t *ctx = arg;
+    if (rc != 0)
+        tr_store_respond_error(req, rc, "verify API key");
+    else if (!ctx->found)
+        respond_invalid(req, "invalid API key");
+    else if (ctx->user.banned)
+        respond_invalid(req, "account banned");
+    else
+        tr_respond_json(req, 200,
+                        json_pack("{s:b, s:s, s:s, s:s}", "valid", 1, "user_id", ctx->user.id,
+                                  "role", ctx->user.role, "key_id", ctx->key_id));
+}
+
 void auth_handle_internal_api_key_verify(tr_req_t *req)
 {
-    tr_store_t *db = tr_req_store(req);
-    tr_rows_t *rows = NULL;
-    char hash[TR_SHA256_HEX], key_id[TR_UUID_LEN + 1];
-    auth_user_t u;
+    key_verify_ctx_t *ctx = tr_req_zalloc(req, sizeof(*ctx));
     tr_fields_t f;
-    int rc;
 
     tr_fields_init(&f);
     json_t *body = tr_body_object(req, &f);
@@ -221,39 +270,8 @@ void auth_handle_internal_api_key_verify(tr_req_t *req)
         respond_invalid(req, "invalid API key");
         goto out;
     }
-    tr_sha256_hex(key, strlen(key), hash);
-    rc = tr_store_query(db, &rows,
-                        "SELECT " AUTH_USER_COLUMNS_U ", k.id, k.last_used_at FROM api_keys k "
-                        "JOIN users u ON u.id = k.user_id "
-                        "WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
-                        "t", hash);
-    if (rc == 0) rc = tr_rows_next(rows);
-    if (rc < 0) {
-        tr_rows_free(rows);
-        auth_respond_store_error(req, rc, "verify API key");
-        goto out;
-    }
-    if (rc == 0) {
-        tr_rows_free(rows);
-        respond_invalid(req, "invalid API key");
-        goto out;
-    }
-    auth_user_from_row(rows, &u);
-    snprintf(key_id, sizeof(key_id), "%s", tr_rows_text(rows, AUTH_USER_NCOLUMNS));
-    int64_t last_used = tr_rows_int(rows, AUTH_USER_NCOLUMNS + 1);
-    tr_rows_free(rows);
-    if (u.banned) {
-        respond_invalid(req, "account banned");
-        goto out;
-    }
-    int64_t now = tr_now_ms();
-    if (now - last_used >= API_KEY_TOUCH_MS &&
-        tr_store_exec(db, NULL, "UPDATE api_keys SET last_used_at = $1 WHERE id = $2", "it", now,
-                      key_id) != 0)
-        tr_log_warn("verify API key: could not record its use");
-    tr_respond_json(req, 200,
-                    json_pack("{s:b, s:s, s:s, s:s}", "valid", 1, "user_id", u.id, "role", u.role,
-                              "key_id", key_id));
+    tr_sha256_hex(key, strlen(key), ctx->hash);
+    tr_store_run(req, 0, key_verify_job, key_verified, ctx);
 out:
     json_decref(body);
 }

@@ -4,23 +4,35 @@
  * and the pure policy functions the unit tests exercise.
  *
  * Files:
- *   auth.c          options, route table, init/close, the authenticate hook
- *   auth_policy.c   pure decisions: roles, lockout window, refresh rotation,
- *                   paging limits, token formats, option validation
- *   auth_common.c   user records, JSON shapes, paging, error answers,
- *                   transaction endings, session revocation
+ *   auth.c          options, route table, init/close
+ *   auth_policy.c   pure decisions: roles, login lockout and backoff,
+ *                   refresh rotation, token formats, option validation
+ *   auth_common.c   user records, JSON shapes, the client of a request,
+ *                   session revocation
  *   auth_tokens.c   register, login, refresh, logout, JWKS; issuing pairs
  *   auth_account.c  me, validate, sessions, password change/forgot/reset
  *   auth_admin.c    user administration and the outbox (API and CLI)
  *   auth_apikeys.c  API keys
  *   auth_edge.c     internal endpoints for the gateway: revocation feed,
  *                   API key verification
+ *
+ * DATABASE WORK. Every handler validates on the loop, copies what the work
+ * needs (inputs, the caller's identity, the client's address and
+ * User-Agent) into a context from tr_req_zalloc, and does its database work
+ * in tr_store_run jobs (kit/store_job.h) that read and write only that
+ * context; done answers. A job may run on a pool thread, so it never
+ * touches the request, the metrics or the log's request fields. The
+ * caller's user row is loaded by its id (req->identity.user_id) where a
+ * handler needs it; a missing or banned row is 401. Password hashing runs
+ * on the libuv thread pool between jobs. Only `trellis admin` (no loop)
+ * calls the store directly.
  */
 #ifndef TR_SERVICES_AUTH_INTERNAL_H
 #define TR_SERVICES_AUTH_INTERNAL_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kit/config.h"
 #include "kit/crypto.h"
@@ -28,8 +40,10 @@
 #include "kit/ids.h"
 #include "kit/jwt.h"
 #include "kit/metrics.h"
+#include "kit/paging.h"
 #include "kit/service.h"
 #include "kit/store.h"
+#include "kit/store_job.h"
 #include "services/auth/auth.h"
 
 #define AUTH_EMAIL_MAX      254
@@ -39,8 +53,7 @@
 #define AUTH_KEY_NAME_MAX   100
 #define AUTH_USER_AGENT_MAX 256
 #define AUTH_MAX_BODY       (16 * 1024)
-#define AUTH_PAGE_DEFAULT   20
-#define AUTH_PAGE_MAX       100
+#define AUTH_CLIENT_MAX     63 /* textual IPv4/IPv6 peer address */
 /* Unused reset tokens a user may hold at once; more requests are accepted
  * (202) but create nothing, so /password/forgot cannot fill the outbox. */
 #define AUTH_MAX_PENDING_RESETS 5
@@ -57,7 +70,10 @@ typedef struct auth_settings {
     int64_t refresh_ttl_ms;
     int64_t reset_ttl_ms;
     int64_t login_window_ms;
-    int64_t login_max_failures;
+    int64_t login_max_failures;         /* per (account, client) in the window */
+    int64_t login_account_max_failures; /* per account, from all clients, before backoff */
+    int64_t login_backoff_base_ms;      /* first delay past the account ceiling */
+    int64_t login_backoff_max_ms;       /* longest delay */
     tr_pwhash_params_t pwhash;
 } auth_settings_t;
 
@@ -77,6 +93,7 @@ typedef struct auth_state {
         tr_counter_t *logouts;
         tr_counter_t *password_changes;
         tr_counter_t *reset_requests;
+        tr_counter_t *forgot_done; /* {result}: background work of /password/forgot */
         tr_counter_t *resets;
         tr_counter_t *api_keys_created;
         tr_counter_t *auth_rejections; /* {method} */
@@ -112,12 +129,34 @@ bool auth_role_valid(const char *role);
  * Returns 0 or -EINVAL with a message naming the option in err. */
 int auth_settings_load(const tr_config_t *cfg, auth_settings_t *out, char *err, size_t errlen);
 
-/* Lockout: recent holds the times (unix ms) of this email's failed logins
- * inside the window, newest first, at most max_failures of them. Returns 0
- * when another attempt is allowed, else the seconds (>= 1, rounded up) until
- * enough failures have left the window for one to be. */
+/* Lockout of one (account, client) pair: recent holds the times (unix ms)
+ * of the pair's failed logins inside the window, newest first, at most
+ * max_failures of them. Returns 0 when another attempt is allowed, else the
+ * seconds (>= 1, rounded up) until enough failures have left the window
+ * for one to be. */
 int64_t auth_lockout_retry_after_s(const int64_t *recent, size_t n, int64_t now_ms,
                                    int64_t window_ms, int64_t max_failures);
+
+/* What the login lockout decides on (see auth_policy.c, LOCKOUT). */
+typedef struct auth_login_facts {
+    const int64_t *client_recent; /* this client's failures for the account in the
+                                   * window, newest first, at most login_max_failures */
+    size_t client_n;
+    int64_t account_n;         /* the account's failures in the window, all clients */
+    int64_t account_newest_ms; /* the newest of those (0 when none) */
+    int64_t now_ms;
+} auth_login_facts_t;
+
+/* Account-wide backoff: 0 while account_n is below the ceiling, else the
+ * seconds (>= 1, rounded up) until account_newest_ms + base * 2^(account_n -
+ * ceiling), the delay capped at backoff_max; 0 once that time has come. */
+int64_t auth_backoff_retry_after_s(const auth_settings_t *cfg, int64_t account_n,
+                                   int64_t account_newest_ms, int64_t now_ms);
+
+/* Whether a login attempt may go on: 0, or the seconds to answer in
+ * Retry-After with 429 -- the larger of the pair's lockout and the
+ * account's backoff. */
+int64_t auth_login_retry_after_s(const auth_settings_t *cfg, const auth_login_facts_t *f);
 
 typedef struct auth_refresh_facts {
     bool found;            /* the token hash is known */
@@ -142,11 +181,6 @@ typedef enum auth_refresh_verdict {
 auth_refresh_verdict_t auth_refresh_decide(const auth_refresh_facts_t *facts);
 /* The metrics label for a verdict. */
 const char *auth_refresh_verdict_name(auth_refresh_verdict_t v);
-
-/* Parses ?limit=: NULL gives the default (20); 1..100 as is; above 100 is
- * clamped to 100. Returns 0, or -EINVAL for anything but a positive decimal
- * integer. */
-int auth_parse_limit(const char *text, int *out);
 
 /* The token of an "Authorization: Bearer <token>" value (scheme compared
  * case-insensitively), or NULL when the scheme differs or the token is
@@ -175,13 +209,6 @@ static inline auth_state_t *auth_state_of(const tr_req_t *req)
 #define AUTH_USER_NCOLUMNS   9
 #define AUTH_USER_COL_BANNED 5
 void auth_user_from_row(tr_rows_t *rows, auth_user_t *u);
-/* The authenticated caller's user row, read by the authenticator in the
- * query that checked the credential. Valid in handlers of credentialed
- * routes until the request is answered. */
-static inline const auth_user_t *auth_caller(const tr_req_t *req)
-{
-    return (const auth_user_t *)req->handler_data;
-}
 
 /* Loads a user by id or by normalised email. Returns 0, -ENOENT or a store
  * error. */
@@ -189,37 +216,34 @@ int auth_user_by_id(tr_store_t *db, const char *id, auth_user_t *u);
 int auth_user_by_email(tr_store_t *db, const char *email, auth_user_t *u);
 /* The public JSON of a user (never the hash). New reference. */
 json_t *auth_user_json(const auth_user_t *u);
-/* RFC 3339 string for unix ms, JSON null for 0. New reference. */
-json_t *auth_time_json(int64_t ms);
 
-/* Zeroed memory from the request's arena (see tr_req_alloc). */
-void *auth_req_zalloc(tr_req_t *req, size_t size);
-/* Logs a store failure and answers 503 (busy) or 500. */
-void auth_respond_store_error(tr_req_t *req, int rc, const char *what);
+/* In a job: loads the caller's user row by id (copied from
+ * req->identity.user_id on the loop). Returns 0, -EACCES when the row is
+ * missing or banned (answer 401: the credential no longer stands for a
+ * usable account), or a store error. */
+int auth_caller_load(tr_store_t *db, const char *user_id, auth_user_t *u);
+
 /* Logs "what (rc)" and answers 500, for failures a client cannot cause
  * (hashing, queueing work on the pool, signing). */
 void auth_respond_internal_error(tr_req_t *req, const char *what, int rc);
+/* Answers 401 for a caller whose account is gone or banned. */
+void auth_respond_caller_gone(tr_req_t *req);
 
-/* Ends the transaction the caller began: commits when rc is 0, and rolls
- * back when rc or the commit failed. Returns rc, or the commit's error. */
-int auth_tx_finish(tr_store_t *db, int rc);
-/* Finishes a one-value query: when rc (tr_store_query's result) is 0, reads
- * the integer in the first column of the first row into *out (untouched
- * when there is no row) and frees rows. Returns rc or the row error. */
-int auth_rows_first_int(int rc, tr_rows_t *rows, int64_t *out);
-/* Reads ?limit= and ?cursor= (a UUID: the last id of the previous page).
- * Answers 400 and returns false when either is malformed. */
-bool auth_page_from_query(tr_req_t *req, int *limit, const char **cursor);
-/* Answers 200 {"data": data, "next_cursor": next or null}; data is stolen. */
-void auth_respond_list(tr_req_t *req, json_t *data, const char *next_cursor);
-/* The JSON of the current row of a listing (a new reference). */
-typedef json_t *auth_row_json_fn(tr_req_t *req, tr_rows_t *rows);
-/* Answers one page of a listing from a query that asked for limit + 1 rows
- * whose first column is the row's id (the cursor): rc is the query's
- * result, and a failure of the query or of a row answers as
- * auth_respond_store_error(what). Frees rows. */
-void auth_respond_page(tr_req_t *req, int rc, tr_rows_t *rows, int limit,
-                       auth_row_json_fn *row_json, const char *what);
+/* Copies an id of req->identity (a UUID, or "") into a context field of
+ * TR_UUID_LEN + 1 bytes. */
+#define auth_copy_id(dst, src) snprintf((dst), TR_UUID_LEN + 1, "%.*s", TR_UUID_LEN, (src))
+
+/* Paging keys of auth's lists are row ids (UUIDv7): the kit's cursor check
+ * (tr_page_from_query). */
+bool auth_page_key_ok(const char *key);
+
+/* Where a request came from, copied on the loop for jobs: the socket peer's
+ * address and a printable, bounded User-Agent. */
+typedef struct auth_client {
+    char ip[AUTH_CLIENT_MAX + 1];
+    char user_agent[AUTH_USER_AGENT_MAX + 1];
+} auth_client_t;
+void auth_client_from_req(const tr_req_t *req, auth_client_t *out);
 
 /* Revokes one session and drops its refresh tokens. *changes (may be NULL)
  * is 1 when the session was live. */
@@ -231,9 +255,9 @@ int auth_sessions_revoke_all(tr_store_t *db, const char *user_id, const char *ex
 /* ---- auth_tokens.c -------------------------------------------------------- */
 
 /* Within the caller's transaction: creates a session for user_id (expiring
- * with the refresh TTL) and its first refresh token. */
-int auth_session_open(tr_store_t *db, const auth_state_t *st, tr_req_t *req, const char *user_id,
-                      int64_t now_ms, auth_pair_t *pair);
+ * with the refresh TTL) and its first refresh token, recording client. */
+int auth_session_open(tr_store_t *db, const auth_state_t *st, const auth_client_t *client,
+                      const char *user_id, int64_t now_ms, auth_pair_t *pair);
 /* Signs an access token for user and pair's session and answers status with
  * {user, access_token, refresh_token, token_type, expires_in}. */
 void auth_respond_pair(tr_req_t *req, int status, const auth_user_t *u, const auth_pair_t *pair);

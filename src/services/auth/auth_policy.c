@@ -5,11 +5,24 @@
  * looks like. Kept pure so tests/unit/test_auth_policy.c can check them
  * with plain tables.
  *
- * LOCKOUT. A failure at time t counts while now < t + window. With at most
- * max_failures allowed inside the window, attempts are refused once
- * max_failures failures are inside it, until the oldest of the newest
- * max_failures leaves (no failures are recorded while locked, so in
- * practice that is the oldest failure in the window).
+ * LOCKOUT. Failures are counted per (account, client address) and per
+ * account, so that nobody can lock a victim out from elsewhere:
+ *   - per pair: a failure at time t counts while now < t + window. With at
+ *     most login_max_failures allowed inside the window, attempts from that
+ *     client are refused once that many failures are inside it, until the
+ *     oldest of the newest max_failures leaves (no failures are recorded
+ *     while refused, so in practice that is the oldest in the window).
+ *     This is the old per-email rule, now only for the client that failed.
+ *   - per account, across all clients: up to login_account_max_failures
+ *     failures in the window cost nothing; from then on every attempt must
+ *     wait base * 2^(failures - ceiling) after the account's newest failure,
+ *     the delay capped at login_backoff_max (OWASP Authentication Cheat
+ *     Sheet: exponential backoff rather than a hard lock). An attacker with
+ *     many addresses therefore gets at most a few dozen guesses per window,
+ *     and the owner, from their own client, is only ever delayed by at most
+ *     the cap -- never locked for the whole window.
+ * An attempt is refused (429, Retry-After) for the longer of the two waits.
+ * Unknown emails are counted exactly like known ones.
  */
 #include "services/auth/auth_internal.h"
 
@@ -76,8 +89,21 @@ int auth_settings_load(const tr_config_t *cfg, auth_settings_t *out, char *err, 
         option_in_range(cfg, "login-failure-window", tr_config_duration_ms, SECOND_MS, DAY_MS,
                         "a duration between 1s and 1d", &out->login_window_ms, err, errlen) ||
         option_in_range(cfg, "login-max-failures", tr_config_int, 1, 1000,
-                        "an integer between 1 and 1000", &out->login_max_failures, err, errlen))
+                        "an integer between 1 and 1000", &out->login_max_failures, err, errlen) ||
+        option_in_range(cfg, "login-account-max-failures", tr_config_int, 1, 100000,
+                        "an integer between 1 and 100000", &out->login_account_max_failures, err,
+                        errlen) ||
+        option_in_range(cfg, "login-backoff-base", tr_config_duration_ms, 1, 3600 * SECOND_MS,
+                        "a duration between 1ms and 1h", &out->login_backoff_base_ms, err,
+                        errlen) ||
+        option_in_range(cfg, "login-backoff-max", tr_config_duration_ms, 1, DAY_MS,
+                        "a duration between 1ms and 1d", &out->login_backoff_max_ms, err, errlen))
         return -EINVAL;
+    if (out->login_backoff_max_ms < out->login_backoff_base_ms) {
+        snprintf(err, errlen,
+                 "invalid --login-backoff-max: must not be below --login-backoff-base");
+        return -EINVAL;
+    }
     if (access_ms % SECOND_MS != 0) {
         snprintf(err, errlen, "invalid --access-ttl: must be whole seconds (JWT exp is seconds)");
         return -EINVAL;
@@ -86,13 +112,39 @@ int auth_settings_load(const tr_config_t *cfg, auth_settings_t *out, char *err, 
     return auth_pwhash_params_from_config(cfg, &out->pwhash, err, errlen);
 }
 
+/* Seconds from now until at_ms, rounded up; 0 when it has come. */
+static int64_t seconds_until(int64_t at_ms, int64_t now_ms)
+{
+    return at_ms <= now_ms ? 0 : (at_ms - now_ms + SECOND_MS - 1) / SECOND_MS;
+}
+
 int64_t auth_lockout_retry_after_s(const int64_t *recent, size_t n, int64_t now_ms,
                                    int64_t window_ms, int64_t max_failures)
 {
     if (max_failures < 1 || (int64_t)n < max_failures) return 0;
-    int64_t free_at = recent[max_failures - 1] + window_ms;
-    if (free_at <= now_ms) return 0;
-    return (free_at - now_ms + SECOND_MS - 1) / SECOND_MS;
+    return seconds_until(recent[max_failures - 1] + window_ms, now_ms);
+}
+
+int64_t auth_backoff_retry_after_s(const auth_settings_t *cfg, int64_t account_n,
+                                   int64_t account_newest_ms, int64_t now_ms)
+{
+    if (account_n < cfg->login_account_max_failures) return 0;
+    int64_t excess = account_n - cfg->login_account_max_failures;
+    int64_t delay = cfg->login_backoff_base_ms;
+    /* Doubling stops at the cap, so no shift can overflow. */
+    while (excess-- > 0 && delay < cfg->login_backoff_max_ms)
+        delay *= 2;
+    if (delay > cfg->login_backoff_max_ms) delay = cfg->login_backoff_max_ms;
+    return seconds_until(account_newest_ms + delay, now_ms);
+}
+
+int64_t auth_login_retry_after_s(const auth_settings_t *cfg, const auth_login_facts_t *f)
+{
+    int64_t pair = auth_lockout_retry_after_s(f->client_recent, f->client_n, f->now_ms,
+                                              cfg->login_window_ms, cfg->login_max_failures);
+    int64_t account =
+        auth_backoff_retry_after_s(cfg, f->account_n, f->account_newest_ms, f->now_ms);
+    return pair > account ? pair : account;
 }
 
 auth_refresh_verdict_t auth_refresh_decide(const auth_refresh_facts_t *f)
@@ -122,24 +174,6 @@ const char *auth_refresh_verdict_name(auth_refresh_verdict_t v)
         return "banned";
     }
     return "unknown";
-}
-
-int auth_parse_limit(const char *text, int *out)
-{
-    if (!text) {
-        *out = AUTH_PAGE_DEFAULT;
-        return 0;
-    }
-    if (!*text) return -EINVAL;
-    long long v = 0;
-    for (const char *p = text; *p; p++) {
-        if (*p < '0' || *p > '9') return -EINVAL;
-        /* Anything past the maximum is clamped, so stop growing early. */
-        if (v <= AUTH_PAGE_MAX) v = v * 10 + (*p - '0');
-    }
-    if (v < 1) return -EINVAL;
-    *out = v > AUTH_PAGE_MAX ? AUTH_PAGE_MAX : (int)v;
-    return 0;
 }
 
 const char *auth_bearer_token(const char *authorization)
