@@ -160,6 +160,9 @@ int tr__authn_init(const tr_config_t *cfg, const char *data_dir, const char *int
         rc = -EINVAL;
         goto fail;
     }
+    /* Auth asks itself at loopback cost: no cache, so a key it revokes
+     * stops working there at once. */
+    if (self) a->api_key_ttl_ms = a->api_key_negative_ttl_ms = 0;
     a->internal_token = internal_token;
     a->revocations = tr_revocations_new((size_t)nworkers);
     a->rejections = tr_counter_register("auth_credential_rejections_total",
@@ -181,6 +184,11 @@ void tr__authn_free(tr__authn_t *a)
     if (up) tr_upstream_release(up);
     tr_revocations_free(a->revocations);
     free(a);
+}
+
+tr_revocations_t *tr__authn_revocations(const tr__authn_t *a)
+{
+    return a->revocations;
 }
 
 bool tr__authn_ready(const tr__authn_t *a)

@@ -20,8 +20,10 @@
  *   - "X-API-Key: trk_...", on routes with TR_AUTH_API_KEY: asked of auth
  *     (POST /internal/api-keys/verify with the internal token) and
  *     remembered per worker, positive answers for --api-key-cache-ttl (10 s),
- *     negative ones for --api-key-negative-ttl (2 s). The cache stores a
- *     keyed BLAKE2b digest of the key, never the key. Failures to reach auth
+ *     negative ones for --api-key-negative-ttl (2 s); auth itself does not
+ *     cache (it asks its own listener), so a key it revokes stops working
+ *     there at once. The cache stores a keyed BLAKE2b digest of the key,
+ *     never the key. Failures to reach auth
  *     are not cached: the request gets 503.
  * Authorization wins when both are sent. Anything malformed is refused
  * (401), never treated as anonymous.
@@ -44,6 +46,16 @@
  * jwt-secret, jwt-public-key, jwt-issuer, jwt-audience, jwt-leeway,
  * auth-url, api-key-cache-ttl, api-key-negative-ttl). */
 extern const tr_option_t tr_authn_options[];
+
+/* The set of revoked sessions this process checks tokens against, for the
+ * service that revokes sessions (auth): it merges its own revocations into
+ * it at once (tr_revocations_merge), so its very next request refuses them
+ * without waiting for the feed; every other process learns them from the
+ * feed. NULL when the service has no credentialed route. Valid from the
+ * service's init hook until it returns from tr_service_run. */
+struct tr_service;
+struct tr_revocations;
+struct tr_revocations *tr_service_revocations(const struct tr_service *svc);
 
 /* OWNERSHIP. True when the caller may see a row owned by owner_id: it is
  * the owner, or its role is listed in roles (comma-separated; NULL: none).

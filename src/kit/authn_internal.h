@@ -39,6 +39,8 @@ void tr__authn_free(tr__authn_t *a);
 tr__authn_worker_t *tr__authn_worker_start(tr__authn_t *a, tr_worker_t *w);
 void tr__authn_worker_stop(tr__authn_worker_t *aw);
 
+/* The set of revoked sessions this authenticator checks. */
+tr_revocations_t *tr__authn_revocations(const tr__authn_t *a);
 /* True once the first revocation-feed answer was applied (/readyz). */
 bool tr__authn_ready(const tr__authn_t *a);
 

@@ -76,6 +76,12 @@ tr_store_t *tr_worker_store(const tr_worker_t *w)
     return impl->stores[w->index];
 }
 
+tr_revocations_t *tr_service_revocations(const tr_service_t *svc)
+{
+    const service_impl_t *impl = (const service_impl_t *)svc;
+    return impl->authn ? tr__authn_revocations(impl->authn) : NULL;
+}
+
 tr_service_t *tr_req_service(const tr_req_t *req)
 {
     return tr_worker_service(req->worker);
@@ -580,16 +586,16 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 
     if (migrate(svc) != 0) goto out;
     if (load_internal_token(&impl) != 0) goto out;
+    if (wants_authn(def) && (rc = tr__authn_init(svc->config, svc->data_dir, impl.internal_token,
+                                                 def->authn_self, sc.workers, &impl.authn)) != 0) {
+        if (rc == -EINVAL) exit_code = 2;
+        goto out;
+    }
     if (def->init && (rc = def->init(svc)) != 0) {
         if (rc == -EINVAL) exit_code = 2;
         goto out;
     }
     if (build_router(&impl) != 0) goto close_service;
-    if (wants_authn(def) && (rc = tr__authn_init(svc->config, svc->data_dir, impl.internal_token,
-                                                 def->authn_self, sc.workers, &impl.authn)) != 0) {
-        if (rc == -EINVAL) exit_code = 2;
-        goto close_service;
-    }
 
     impl.workers = sc.workers;
     impl.stores = tr_xcalloc((size_t)sc.workers, sizeof(tr_store_t *));

@@ -89,7 +89,8 @@ test('listing pages with opaque cursors', opts, async () => {
     made.push(c.json.id);
   }
   const all = await listAllPages(assert, notes.url, '/api/notes', { token: u.access_token, limit: 3 });
-  assert.deepEqual(all.map((n) => n.id), made, 'every note once, oldest first');
+  assert.deepEqual(all.items.map((n) => n.id), made, 'every note once, oldest first');
+  assert.equal(all.pages, 3);
   const first = await call('GET', '/api/notes?limit=3', u.access_token);
   assert.equal(first.json.data.length, 3);
   assert.ok(first.json.next_cursor && !UUID_V7.test(first.json.next_cursor), 'the cursor is opaque');

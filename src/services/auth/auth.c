@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "kit/alloc.h"
+#include "kit/authn.h"
 #include "kit/log.h"
 
 static const tr_route_t auth_routes[] = {
@@ -158,6 +159,7 @@ static int auth_init(tr_service_t *svc)
         goto out;
     }
     register_counters(st);
+    auth_revocations_bind(tr_service_revocations(svc), st->cfg.access_ttl_s * 1000);
 out:
     if (rc != 0) auth_close(svc);
     return rc;

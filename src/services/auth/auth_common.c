@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kit/alloc.h"
+#include "kit/authn.h"
 #include "kit/log.h"
+#include "kit/revocations.h"
 #include "kit/validate.h"
 
 void auth_user_from_row(tr_rows_t *rows, auth_user_t *u)
@@ -104,14 +107,49 @@ void auth_client_from_req(const tr_req_t *req, auth_client_t *out)
     snprintf(out->ip, sizeof(out->ip), "%s", req->client_ip ? req->client_ip : "");
 }
 
+/* This process's set of revoked sessions (kit/authn.h) and how long an
+ * entry must stay in it, bound once by auth_init. */
+static tr_revocations_t *local_revocations;
+static int64_t local_keep_ms;
+
+void auth_revocations_bind(tr_revocations_t *set, int64_t access_ttl_ms)
+{
+    local_revocations = set;
+    local_keep_ms = access_ttl_ms + AUTH_REVOCATION_SKEW_MS;
+}
+
+/* Marks sessions revoked here at once. This runs inside the revoking
+ * transaction, before it commits: should the commit fail, the sessions stay
+ * refused by this process (the safe side) until their tokens expire, and
+ * nobody else learns of them. */
+static void revoke_locally(const char (*ids)[TR_UUID_LEN + 1], size_t n, int64_t now_ms)
+{
+    uint8_t(*raw)[16] = tr_xcalloc(n ? n : 1, 16);
+    int64_t *until = tr_xcalloc(n ? n : 1, sizeof(int64_t));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tr_uuid_parse(ids[i], raw[k]) != 0) continue;
+        until[k++] = now_ms + local_keep_ms;
+    }
+    if (local_revocations && k > 0)
+        tr_revocations_merge(local_revocations, (const uint8_t(*)[16])raw, until, k, tr_now_ms());
+    free(raw);
+    free(until);
+}
+
 int auth_session_revoke(tr_store_t *db, const char *session_id, int64_t now_ms, int64_t *changes)
 {
+    char id[1][TR_UUID_LEN + 1];
     int rc = tr_store_exec(
         db, changes, "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         "it", now_ms, session_id);
     if (rc == 0)
         rc = tr_store_exec(db, NULL, "DELETE FROM refresh_tokens WHERE session_id = $1", "t",
                            session_id);
+    if (rc == 0) {
+        snprintf(id[0], sizeof(id[0]), "%s", session_id);
+        revoke_locally((const char(*)[TR_UUID_LEN + 1]) id, 1, now_ms);
+    }
     return rc;
 }
 
@@ -121,14 +159,34 @@ int auth_sessions_revoke_all(tr_store_t *db, const char *user_id, const char *ex
     /* The empty string never matches a session id, so one statement serves
      * both "all" and "all but one". */
     const char *keep = except_sid ? except_sid : "";
-    int rc = tr_store_exec(db, NULL,
-                           "UPDATE sessions SET revoked_at = $1 "
-                           "WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
-                           "itt", now_ms, user_id, keep);
+    tr_rows_t *rows = NULL;
+    char(*ids)[TR_UUID_LEN + 1] = NULL;
+    size_t n = 0, cap = 0;
+    int rc = tr_store_query(db, &rows,
+                            "SELECT id FROM sessions "
+                            "WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+                            "tt", user_id, keep);
+    while (rc == 0 && (rc = tr_rows_next(rows)) == 1) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            ids = tr_xrealloc(ids, cap * sizeof(*ids));
+        }
+        snprintf(ids[n++], sizeof(ids[0]), "%s", tr_rows_text(rows, 0));
+        rc = 0;
+    }
+    tr_rows_free(rows);
+    if (rc < 0) goto out;
+    rc = tr_store_exec(db, NULL,
+                       "UPDATE sessions SET revoked_at = $1 "
+                       "WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
+                       "itt", now_ms, user_id, keep);
     if (rc == 0)
         rc = tr_store_exec(db, NULL,
                            "DELETE FROM refresh_tokens WHERE session_id IN "
                            "(SELECT id FROM sessions WHERE user_id = $1 AND id <> $2)",
                            "tt", user_id, keep);
+    if (rc == 0) revoke_locally((const char(*)[TR_UUID_LEN + 1]) ids, n, now_ms);
+out:
+    free(ids);
     return rc;
 }

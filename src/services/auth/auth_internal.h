@@ -247,6 +247,12 @@ void auth_client_from_req(const tr_req_t *req, auth_client_t *out);
 
 /* Revokes one session and drops its refresh tokens. *changes (may be NULL)
  * is 1 when the session was live. */
+/* Where auth_session_revoke and auth_sessions_revoke_all mark the sessions
+ * they revoke, so this process refuses their tokens at once (the feed tells
+ * every other process within a second). Bound once by init. */
+#define AUTH_REVOCATION_SKEW_MS 60000
+struct tr_revocations;
+void auth_revocations_bind(struct tr_revocations *set, int64_t access_ttl_ms);
 int auth_session_revoke(tr_store_t *db, const char *session_id, int64_t now_ms, int64_t *changes);
 /* Revokes every live session of a user except except_sid (may be NULL). */
 int auth_sessions_revoke_all(tr_store_t *db, const char *user_id, const char *except_sid,

@@ -46,7 +46,7 @@ typedef struct note {
     char id[TR_UUID_LEN + 1];
     char owner_id[TR_UUID_LEN + 1];
     char caller[TR_UUID_LEN + 1];
-    bool reads_all; /* the caller's role sees every note */
+    bool reads_all;    /* the caller's role sees every note */
     const char *title; /* NULL: unchanged (PATCH) */
     const char *text;
     tr_page_t page;
@@ -74,8 +74,8 @@ static int load_note(tr_store_t *db, note_t *n)
     json_decref(n->json);
     n->json = NULL;
     n->found = false;
-    int rc = tr_store_query(db, &rows, "SELECT " NOTE_COLUMNS " FROM notes WHERE id = $1", "t",
-                            n->id);
+    int rc =
+        tr_store_query(db, &rows, "SELECT " NOTE_COLUMNS " FROM notes WHERE id = $1", "t", n->id);
     if (rc == 0 && (rc = tr_rows_next(rows)) == 1) {
         n->found = true;
         n->json = note_json(rows, NULL);
