@@ -585,7 +585,8 @@ int tr_jwt_keys_from_config(const tr_config_t *cfg, const char *data_dir, bool f
         tr_log_error("--jwt-alg %s needs --jwt-private-key to sign tokens", jc.alg ? jc.alg : "");
         return -EINVAL;
     } else if (!jc.public_key_file && !jc.private_key_file) {
-        tr_log_error("--jwt-alg %s needs --jwt-public-key to verify tokens", jc.alg ? jc.alg : "");
+        tr_log_error("--jwt-alg %s needs --jwt-public-key or --jwt-private-key to verify tokens",
+                     jc.alg ? jc.alg : "");
         return -EINVAL;
     }
     rc = tr_jwt_keys_load(&jc, out, err, sizeof(err));

@@ -251,7 +251,8 @@ describe('trellis up', () => {
     assert.ok(up, 'trellis up is running');
     const id = `up-log-${Date.now()}`;
     user = await registerUser(authUrl);
-    await request(`${authUrl}/healthz`, { headers: { 'X-Request-Id': id } });
+    // Probes are logged at debug (quiet plumbing); an API route at info.
+    await request(`${authUrl}/api/auth/jwks.json`, { headers: { 'X-Request-Id': id } });
     const line = await up.waitLine(new RegExp(`^auth \\| .*${id}`), T(5000));
     const json = JSON.parse(line.slice(line.indexOf('|') + 2));
     assert.equal(json.request_id, id);

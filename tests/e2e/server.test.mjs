@@ -358,7 +358,7 @@ test('logs never contain a password or token the test sent', opts, async () => {
     body: { current_password: secretPw, new_password: newPw },
   });
   const marker = `final-${Date.now()}`;
-  await request(`${server.url}/healthz`, { headers: { 'X-Request-Id': marker } });
+  await request(`${server.url}/api/auth/jwks.json`, { headers: { 'X-Request-Id': marker } });
   await server.svc.waitLog((e) => e.request_id === marker);
 
   const text = server.svc.output();
