@@ -135,7 +135,8 @@ describe('trellis command line', () => {
         assert.match(r.stderr, why);
       }
       // The JWT secret cannot be read: the data dir is broken, not the
-      // configuration.
+      // configuration. (A refused start may already have generated it.)
+      fs.rmSync(path.join(dir, 'secrets', 'jwt_secret'), { recursive: true, force: true });
       fs.mkdirSync(path.join(dir, 'secrets', 'jwt_secret'), { recursive: true });
       const broken = await runCli(['serve', 'auth', '--port', '0', '--data', dir]);
       assert.equal(broken.code, 1, broken.stderr);
