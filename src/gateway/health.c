@@ -1,11 +1,18 @@
 /*
  * health.c - the gateway's own probes and metrics.
  *
- * /healthz aggregates: each upstream of the current routes table is "up"
- * when a request could be sent to it now (an instance is healthy and not
- * ejected, and its breaker is not open: tr_upstream_available) and "down"
- * otherwise. The answer is 503 with "status": "degraded" while an upstream
- * marked "required" in the routes file is down, else 200 "ok". Services
+ * /healthz aggregates: each upstream of the current routes table is
+ * (tr_upstream_health)
+ *   "down"    when no request could be sent to it now (no instance healthy
+ *             and not ejected, or its breaker open);
+ *   "unknown" otherwise, while its active health checks have not reached a
+ *             first verdict (just after start or a reload that added it:
+ *             instances start optimistically available, which is no
+ *             evidence that the service is there);
+ *   "up"      otherwise.
+ * The answer is 503 with "status": "degraded" while an upstream marked
+ * "required" in the routes file is down, else 200 "ok" ("unknown" does not
+ * degrade: a probe must not fail the gateway before a check ran). Services
  * that are simply not deployed (a `trellis up --only gateway,auth`) show as
  * "down" without making the gateway unhealthy.
  *
@@ -21,6 +28,9 @@
 
 #include <string.h>
 
+static const char *const health_names[] = {
+    [TR_UPSTREAM_UNKNOWN] = "unknown", [TR_UPSTREAM_UP] = "up", [TR_UPSTREAM_DOWN] = "down"};
+
 void gw_handle_healthz(tr_req_t *req)
 {
     gw_worker_t *gw = gw_worker_of(req);
@@ -32,9 +42,9 @@ void gw_handle_healthz(tr_req_t *req)
 
     for (size_t i = 0; i < live->table->nupstreams; i++) {
         const gw_upstream_ref_t *u = live->ups[i];
-        bool up = tr_upstream_available(u->up, now);
-        if (!up && u->required) degraded = true;
-        json_object_set_new(services, u->name, json_string(up ? "up" : "down"));
+        tr_upstream_health_t h = tr_upstream_health(u->up, now);
+        if (h == TR_UPSTREAM_DOWN && u->required) degraded = true;
+        json_object_set_new(services, u->name, json_string(health_names[h]));
     }
     json_t *body = json_object();
     json_object_set_new(body, "status", json_string(degraded ? "degraded" : "ok"));
