@@ -310,3 +310,93 @@ test('a client that disconnects while still sending its body cancels the upstrea
   c2.destroy();
   await up.waitFor((h) => tagged('cancel2')(h) && h.done, T(2000));
 });
+
+// ---------------------------------------------------- a real service killed and restarted
+
+// A real `trellis serve auth` behind its own gateway: SIGKILLed until the
+// breaker is open, then restarted on the same port and data directory. The
+// gateway's active health check (every 200 ms) must close the breaker as
+// soon as auth is ready, instead of answering 503 for the rest of the 5 s
+// cool-down. While it is down, credentials are still judged first: an
+// anonymous or badly authenticated request to an `auth: required` route is
+// 401, not 503, so the service's state is not revealed to such callers.
+test('a killed and restarted service is served again within ~1 s of its readiness; 401 comes before 503', opts, async () => {
+  const crypto = await import('node:crypto');
+  const { signJwt, startService, tempDir } = await import('./lib/harness.mjs');
+  const secret = crypto.randomBytes(32).toString('hex');
+  const dataDir = tempDir('trellis-restart-');
+  let svc = await startService('auth', { dataDir, args: ['--jwt-secret', secret] });
+  const port = svc.port;
+  let g = null;
+  try {
+    g = await startGateway({
+      args: ['--jwt-secret', secret],
+      routes: {
+        version: 1,
+        upstreams: {
+          auth: {
+            instances: [`127.0.0.1:${port}`],
+            health: { path: '/readyz', interval: '200ms', timeout: '500ms', unhealthy_threshold: 100, healthy_threshold: 1 },
+            outlier: NO_OUTLIER,
+            breaker: { failures: 3, cooldown: '5s' },
+          },
+        },
+        routes: [
+          { path: '/api/auth/*', upstream: 'auth', auth: 'none', retry: false },
+          { path: '/api/locked/*', upstream: 'auth', auth: 'required', api_key: true, retry: false },
+        ],
+      },
+    });
+    const at = (p, headers = {}) => request(g.url + p, { headers });
+    assert.equal((await at('/api/auth/jwks.json')).status < 500, true, 'served before the kill');
+
+    await svc.proc.kill('SIGKILL');
+    await svc.stop({ check: false });
+    // Refused connects open the breaker (3 failures), then it fails fast.
+    for (let i = 0; i < 3; i++) assertError(assert, await at('/api/auth/jwks.json'), 503, 'unavailable');
+    const fast = await at('/api/auth/jwks.json');
+    assertError(assert, fast, 503, 'unavailable');
+    assert.match(fast.json.error.message, /breaker|circuit/i, fast.text);
+
+    // Credentials before topology, with the service down and its breaker open.
+    const t = Math.floor(Date.now() / 1000);
+    const good = signJwt({ alg: 'HS256', typ: 'JWT' }, { sub: crypto.randomUUID(), sid: crypto.randomUUID(), iss: 'trellis', aud: 'trellis', iat: t, exp: t + 600 }, Buffer.from(secret, 'utf8'));
+    const expired = signJwt({ alg: 'HS256', typ: 'JWT' }, { sub: crypto.randomUUID(), sid: crypto.randomUUID(), iss: 'trellis', aud: 'trellis', iat: t - 900, exp: t - 600 }, Buffer.from(secret, 'utf8'));
+    for (const [why, headers] of [
+      ['anonymous', {}],
+      ['not a bearer token', { Authorization: 'Basic dXNlcjpwYXNz' }],
+      ['a forged token', { Authorization: `Bearer ${good.slice(0, -4)}AAAA` }],
+      ['an expired token', { Authorization: `Bearer ${expired}` }],
+      ['a malformed API key', { 'X-API-Key': 'bad key' }],
+    ]) {
+      const r = await at('/api/locked/x', headers);
+      assertError(assert, r, 401, 'unauthenticated');
+      assert.ok(r.headers['www-authenticate'] || headers['X-API-Key'], `${why}: WWW-Authenticate`);
+    }
+    // A good token is let through to the (absent) service: only now 503.
+    assertError(assert, await at('/api/locked/x', { Authorization: `Bearer ${good}` }), 503, 'unavailable');
+
+    // Restart on the same port; readiness is auth's own /readyz answering 200.
+    svc = await startService('auth', { dataDir, args: ['--jwt-secret', secret, '--port', String(port)] });
+    assert.equal(svc.port, port);
+    let ready = 0;
+    while (!ready) {
+      if ((await request(`${svc.url}/readyz`)).status === 200) ready = Date.now();
+      else await sleep(20);
+    }
+    let served = 0;
+    let last;
+    while (!served && Date.now() - ready < T(6000)) {
+      last = await at('/api/auth/jwks.json');
+      if (last.status < 500) served = Date.now();
+      else await sleep(25);
+    }
+    assert.ok(served, `never served again: ${last?.status} ${last?.text}`);
+    const lag = served - ready;
+    assert.ok(lag <= T(1500), `served ${lag} ms after auth was ready (the cool-down is 5 s)`);
+    await g.waitLog((e) => e.msg === 'upstream breaker closed by a passing health check', T(2000));
+  } finally {
+    await g?.stop();
+    await svc.stop({ check: false });
+  }
+});
