@@ -105,6 +105,10 @@ void gw_live_unref(gw_live_t *l);
 /* Makes live the current table (taking over the caller's reference) and
  * tells every worker. Main thread. */
 void gw_publish(gw_state_t *st, gw_live_t *live);
+/* A reference to the current table (drop it with gw_live_unref), or NULL
+ * before the first publish. Any thread, including the admin listener's: for
+ * code that runs outside the gateway's workers. */
+gw_live_t *gw_live_current(gw_state_t *st);
 /* The worker's current hold, moving to the newest table first when one was
  * published. Worker thread. */
 gw_hold_t *gw_hold_current(gw_worker_t *gw);

@@ -21,8 +21,10 @@
  * upstreams or `trellis up` could never start services that depend on each
  * other.
  *
- * /metrics appends the per-upstream state the kit's registry cannot express
- * (breaker state, instance health and ejection, latency histograms).
+ * /metrics (on the admin listener, kit/admin.h) appends the per-upstream
+ * state the kit's registry cannot express (breaker state, instance health
+ * and ejection, latency histograms). /healthz runs there too, so it reads
+ * the process-wide current table, not a worker's hold.
  */
 #include "gateway/gateway_internal.h"
 
@@ -33,19 +35,19 @@ static const char *const health_names[] = {
 
 void gw_handle_healthz(tr_req_t *req)
 {
-    gw_worker_t *gw = gw_worker_of(req);
-    gw_hold_t *h = gw_hold_current(gw);
-    const gw_live_t *live = h->live;
+    /* Process-wide state only: this also runs on the admin listener. */
+    gw_live_t *live = gw_live_current(gw_state_of(req));
     uint64_t now = uv_now(req->worker->loop);
     json_t *services = json_object();
     bool degraded = false;
 
-    for (size_t i = 0; i < live->table->nupstreams; i++) {
+    for (size_t i = 0; live && i < live->table->nupstreams; i++) {
         const gw_upstream_ref_t *u = live->ups[i];
         tr_upstream_health_t h = tr_upstream_health(u->up, now);
         if (h == TR_UPSTREAM_DOWN && u->required) degraded = true;
         json_object_set_new(services, u->name, json_string(health_names[h]));
     }
+    gw_live_unref(live);
     json_t *body = json_object();
     json_object_set_new(body, "status", json_string(degraded ? "degraded" : "ok"));
     json_object_set_new(body, "services", services);

@@ -186,6 +186,15 @@ void gw_publish(gw_state_t *st, gw_live_t *live)
     gw_live_unref(old);
 }
 
+gw_live_t *gw_live_current(gw_state_t *st)
+{
+    pthread_mutex_lock(&st->lock);
+    gw_live_t *l = st->current;
+    if (l) atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&st->lock);
+    return l;
+}
+
 static void hold_drop(gw_hold_t *h)
 {
     gw_live_unref(h->live);

@@ -195,7 +195,7 @@ test('circuit breaker: opens after 5 failures (fast 503, upstream untouched), ha
   for (let i = 0; i < 3; i++) assertError(assert, await request(url('/api/brk/x?tag=brk-open')), 503, 'unavailable');
   assert.ok(Date.now() - t0 < T(500), 'fast');
   assert.equal(up.count(tagged('brk-open')), 0, 'nothing reached the upstream while open');
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, /upstream_breaker_state\{upstream="brk"\} 1\b/, 'breaker state 1 (open) in /metrics');
 
   await sleep(800);
@@ -225,7 +225,7 @@ test('outlier ejection: the failing instance of two is ejected after 5 failures,
   assert.equal(badHits, 5, `the bad instance got exactly 5 before ejection (statuses ${statuses.join(',')})`);
   assert.equal(goodHits, 19);
   assert.deepEqual(statuses.slice(12), Array(12).fill(200), 'after ejection every answer is good');
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, new RegExp(`upstream_instance_ejected\\{upstream="pair",instance="${bad.address}"\\} 1\\b`));
   assert.match(m.text, /upstream_ejections_total\{upstream="pair"\} [1-9]/);
 
@@ -256,7 +256,7 @@ test('an upstream that does not accept connections: 503 at the connect timeout, 
   const took = Date.now() - t0;
   assertError(assert, r, [502, 503], ['bad_gateway', 'unavailable']);
   assert.ok(took >= 250 && took < T(2000), `answered at the 300 ms connect timeout (${took} ms)`);
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, /^upstream_connect_errors_total\{upstream="hole"\} [1-9]/m);
 });
 

@@ -181,7 +181,8 @@ function checkCleanExit(what, r, output) {
 
 /**
  * Starts `trellis serve <name> --port 0 --data <dir> ...` and waits for its
- * "listening" log line.
+ * "listening" log line. The service's admin listener (/metrics) is then at
+ * svc.adminUrl (port svc.adminPort, from that line's admin_port).
  *
  * opts.args: extra flags; opts.env: extra environment; opts.dataDir: use this
  * dir (kept on stop) instead of a fresh one (removed on stop); opts.fastArgon2
@@ -292,6 +293,9 @@ export async function startService(name, opts = {}) {
 
   svc.port = listening.port;
   svc.url = `http://127.0.0.1:${listening.port}`;
+  // The admin listener (/metrics; loopback): its port is in the same line.
+  svc.adminPort = Number.isInteger(listening.admin_port) ? listening.admin_port : 0;
+  svc.adminUrl = svc.adminPort ? `http://127.0.0.1:${svc.adminPort}` : '';
   svc.listening = listening;
   return svc;
 }
@@ -300,8 +304,8 @@ export async function startService(name, opts = {}) {
  * One service for all the tests of the calling file: started (startService
  * with opts) in a before() hook, stopped in an after() hook that fails on an
  * unclean exit. Returns a holder whose fields are set once that before() has
- * run, so read them inside tests: `svc` (what startService returned) and
- * `url` (its base URL).
+ * run, so read them inside tests: `svc` (what startService returned), `url`
+ * (its base URL) and `adminUrl` (its admin listener's).
  *
  * Set-up that needs the service goes in hooks.started(holder), tear-down
  * that must come before the stop in hooks.stopping(holder): a file's own
@@ -309,10 +313,11 @@ export async function startService(name, opts = {}) {
  * hook as soon as it is registered once the file is loading).
  */
 export function useService(name, opts = {}, hooks = {}) {
-  const holder = { svc: null, url: '' };
+  const holder = { svc: null, url: '', adminUrl: '' };
   before(async () => {
     holder.svc = await startService(name, opts);
     holder.url = holder.svc.url;
+    holder.adminUrl = holder.svc.adminUrl;
     await hooks.started?.(holder);
   });
   after(async () => {
