@@ -529,10 +529,8 @@ static void gw_worker_close(tr_worker_t *w)
     w->state = NULL;
 }
 
+/* Name, port offset and workers (one per core): src/services/registry.c. */
 const tr_service_def_t gateway_service = {
-    .name = "gateway",
-    .port_offset = 0,
-    .default_workers = 0, /* one per core */
     .options = gateway_options,
     .option_sets = gateway_option_sets,
     .init = gw_init,

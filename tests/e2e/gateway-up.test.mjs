@@ -47,6 +47,22 @@ describe('trellis up --only gateway,auth (built-in routes)', () => {
     assert.equal(a?.port, up.portBase + 1);
   });
 
+  test('the table lists each admin listener at admin-port-base + offset; /metrics only there', opts, async () => {
+    const rows = up.table().rows;
+    const g = rows.find((r) => r.service === 'gateway');
+    const a = rows.find((r) => r.service === 'auth');
+    assert.equal(g?.adminPort, up.adminPortBase, JSON.stringify(rows));
+    assert.equal(a?.adminPort, up.adminPortBase + 1);
+    for (const r of [g, a]) {
+      const m = await request(`http://127.0.0.1:${r.adminPort}/metrics`);
+      assert.equal(m.status, 200, `${r.service} admin /metrics`);
+      assert.match(m.text, /^# TYPE http_requests_total counter$/m);
+      assertError(assert, await request(`http://127.0.0.1:${r.port}/metrics`), 404, 'not_found');
+    }
+    const m = await request(`http://127.0.0.1:${g.adminPort}/metrics`);
+    assert.match(m.text, /^upstream_breaker_state\{upstream="auth"\} 0$/m, 'the gateway\'s upstream series are on its admin port');
+  });
+
   test('register, login and me through the gateway', opts, async () => {
     const u = await registerUser(gw);
     const me = await api(gw, 'GET', '/api/auth/me', { token: u.access_token });
@@ -61,11 +77,21 @@ describe('trellis up --only gateway,auth (built-in routes)', () => {
     assert.ok(Date.now() - t0 < T(2500), `${Date.now() - t0} ms`);
   });
 
-  test('/healthz: auth is up (required), services not started are down, status 200', opts, async () => {
-    const h = await request(`${gw}/healthz`);
-    assert.equal(h.status, 200, h.text);
-    assert.equal(h.json.services.auth, 'up');
-    assert.ok(['ok', 'degraded'].includes(h.json.status));
+  test('/healthz: auth is up (required) once checked, services not started never up, status 200', opts, async () => {
+    // Until the gateway's checks (every 5 s, the first at start) reach a
+    // verdict, a service is "unknown", never an optimistic "up".
+    let h;
+    const t0 = Date.now();
+    for (;;) {
+      h = await request(`${gw}/healthz`);
+      assert.equal(h.status, 200, h.text);
+      assert.ok(['ok', 'degraded'].includes(h.json.status));
+      assert.ok(['unknown', 'up'].includes(h.json.services.auth), h.text);
+      assert.ok(['unknown', 'down'].includes(h.json.services.users), `not running, so not up: ${h.text}`);
+      if (h.json.services.auth === 'up' || Date.now() - t0 > T(8000)) break;
+      await sleep(100);
+    }
+    assert.equal(h.json.services.auth, 'up', h.text);
   });
 
   test('logout through the gateway: the token is refused at the edge within 1 s', opts, async () => {

@@ -330,15 +330,15 @@ export function useService(name, opts = {}, hooks = {}) {
   return holder;
 }
 
-/** Parses the table `trellis up` prints: header SERVICE PORT PID URL. */
+/** Parses the table `trellis up` prints: header SERVICE PORT ADMIN PID URL. */
 export function parseUpTable(stdoutLines) {
   const rows = [];
-  const h = stdoutLines.findIndex((l) => /^\s*SERVICE\s+PORT\s+PID\s+URL\s*$/.test(l));
+  const h = stdoutLines.findIndex((l) => /^\s*SERVICE\s+PORT\s+ADMIN\s+PID\s+URL\s*$/.test(l));
   if (h < 0) return { header: false, rows };
   for (let i = h + 1; i < stdoutLines.length; i++) {
-    const m = /^\s*([a-z][a-z0-9_-]*)\s+(\d+)\s+(\d+)\s+(\S+)\s*$/.exec(stdoutLines[i]);
+    const m = /^\s*([a-z][a-z0-9_-]*)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s*$/.exec(stdoutLines[i]);
     if (!m) break;
-    rows.push({ service: m[1], port: Number(m[2]), pid: Number(m[3]), url: m[4] });
+    rows.push({ service: m[1], port: Number(m[2]), adminPort: Number(m[3]), pid: Number(m[4]), url: m[5] });
   }
   return { header: true, rows };
 }
@@ -351,9 +351,11 @@ export function parseUpTable(stdoutLines) {
 export async function startUp(opts = {}) {
   const { only, args = [], env = {}, timeoutMs = T(30000) } = opts;
   const portBase = opts.portBase ?? (await freePortBase());
+  // The admin listeners get a free range of their own (default: base + 1000).
+  const adminPortBase = opts.adminPortBase ?? (await freePortBase());
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir || tempDir('trellis-up-');
-  const argv = ['up', '--port-base', String(portBase), '--data', dataDir];
+  const argv = ['up', '--port-base', String(portBase), '--admin-port-base', String(adminPortBase), '--data', dataDir];
   if (only) argv.push('--only', Array.isArray(only) ? only.join(',') : only);
   argv.push(...args);
   const proc = spawn(TRELLIS_BIN, argv, {
@@ -382,6 +384,7 @@ export async function startUp(opts = {}) {
     proc,
     pid: proc.pid,
     portBase,
+    adminPortBase,
     dataDir,
     stdoutLines,
     stderrLines,
