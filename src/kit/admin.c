@@ -2,10 +2,11 @@
  * admin.c - the operator listener of admin.h: a one-worker tr_server_t
  * with its own router and its own database connection.
  *
- * The admin worker's tr_worker_t points at the service (w->service), so
- * tr_req_service() works in its handlers, and at this module's state
- * (w->state), which holds the connection /readyz pings: the public
- * workers' connections belong to their threads and are never touched here.
+ * The admin worker's tr_worker_t points at the caller's service
+ * (w->service), so tr_req_service() works in its hooks, and at this
+ * module's state (w->state), which holds the connection /readyz pings: the
+ * public workers' connections belong to their threads and are never
+ * touched here.
  */
 #include "kit/admin.h"
 #include "kit/alloc.h"
@@ -13,6 +14,7 @@
 #include "kit/log.h"
 #include "kit/metrics.h"
 #include "kit/server.h"
+#include "kit/store.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -30,7 +32,7 @@ const tr_option_t tr_admin_options[] = {
 };
 
 struct tr_admin {
-    tr_service_t *svc;
+    tr_admin_config_t cfg;
     tr_router_t *router;
     tr_server_t *server;
     tr_store_t *store; /* the admin worker's own connection; NULL with no_store */
@@ -43,11 +45,11 @@ static tr_admin_t *admin_of(const tr_req_t *req)
 
 static void handle_metrics(tr_req_t *req)
 {
-    const tr_service_def_t *def = tr_req_service(req)->def;
+    const tr_admin_config_t *cfg = &admin_of(req)->cfg;
     tr_buf_t out;
     tr_buf_init(&out, METRICS_MAX_BYTES);
     if (tr_metrics_render(&out) != 0 ||
-        (def->metrics_extra && def->metrics_extra(&out, uv_now(req->worker->loop)) != 0)) {
+        (cfg->metrics_extra && cfg->metrics_extra(&out, uv_now(req->worker->loop)) != 0)) {
         tr_buf_free(&out);
         tr_respond_error(req, TR_ERR_INTERNAL, "metrics too large to render", NULL);
         return;
@@ -58,9 +60,9 @@ static void handle_metrics(tr_req_t *req)
 
 static void handle_healthz(tr_req_t *req)
 {
-    const tr_service_def_t *def = tr_req_service(req)->def;
-    if (def->healthz) {
-        def->healthz(req);
+    const tr_admin_config_t *cfg = &admin_of(req)->cfg;
+    if (cfg->healthz) {
+        cfg->healthz(req);
         return;
     }
     static const char body[] = "{\"status\":\"ok\"}";
@@ -69,14 +71,13 @@ static void handle_healthz(tr_req_t *req)
 
 static void handle_readyz(tr_req_t *req)
 {
-    tr_service_t *svc = tr_req_service(req);
     tr_admin_t *admin = admin_of(req);
     const char *why = NULL;
-    if (!svc->def->no_store && (!admin->store || tr_store_ping(admin->store) != 0)) {
+    if (admin->cfg.db_url && (!admin->store || tr_store_ping(admin->store) != 0)) {
         tr_respond_error(req, TR_ERR_UNAVAILABLE, "database not usable", NULL);
         return;
     }
-    if (svc->def->ready && svc->def->ready(svc, &why) != 0) {
+    if (admin->cfg.ready && admin->cfg.ready(admin->cfg.service, &why) != 0) {
         tr_respond_error(req, TR_ERR_UNAVAILABLE, why ? why : "not ready", NULL);
         return;
     }
@@ -96,11 +97,11 @@ static int admin_worker_start(tr_worker_t *w)
 {
     tr_admin_t *admin = w->service;
     int rc = 0;
-    w->service = admin->svc;
+    w->service = admin->cfg.service;
     w->state = admin;
     /* A failed open is not fatal: /readyz then answers 503, which is the
      * truth about the database. */
-    if (!admin->svc->def->no_store && (rc = tr_store_open(admin->svc->db_url, &admin->store)) != 0)
+    if (admin->cfg.db_url && (rc = tr_store_open(admin->cfg.db_url, &admin->store)) != 0)
         tr_log_warn("admin listener: cannot open the database (%d)", rc);
     return 0;
 }
@@ -150,7 +151,7 @@ static void admin_free(tr_admin_t *admin)
     free(admin);
 }
 
-int tr_admin_start(tr_service_t *svc, int public_port, tr_admin_t **out)
+int tr_admin_start(const tr_admin_config_t *cfg, tr_admin_t **out)
 {
     tr_admin_t *admin = NULL;
     tr_server_config_t sc;
@@ -158,15 +159,15 @@ int tr_admin_start(tr_service_t *svc, int public_port, tr_admin_t **out)
     int rc = 0;
 
     *out = NULL;
-    if ((rc = admin_port_from(svc->config, public_port, &port)) != 0 || port < 0) goto out;
+    if ((rc = admin_port_from(cfg->config, cfg->public_port, &port)) != 0 || port < 0) goto out;
     admin = tr_xcalloc(1, sizeof(*admin));
-    admin->svc = svc;
+    admin->cfg = *cfg;
     admin->router = tr_router_new();
     for (size_t i = 0; i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++)
         if ((rc = tr_router_add(admin->router, &admin_routes[i])) != 0) goto out;
 
     tr_server_config_defaults(&sc);
-    sc.host = tr_config_get(svc->config, "admin-host");
+    sc.host = tr_config_get(cfg->config, "admin-host");
     sc.port = port;
     sc.workers = 1;
     sc.max_connections = 64;

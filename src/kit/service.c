@@ -424,6 +424,28 @@ static void signals_close(uv_loop_t *loop, signal_ctx_t *ctx)
     uv_loop_close(loop);
 }
 
+/* ---- the admin listener (kit/admin.h) ------------------------------------ */
+
+static int admin_ready(void *service, const char **why)
+{
+    tr_service_t *svc = service;
+    return svc->def->ready ? svc->def->ready(svc, why) : 0;
+}
+
+static int admin_start(tr_service_t *svc, int public_port, tr_admin_t **out)
+{
+    tr_admin_config_t ac = {
+        .config = svc->config,
+        .public_port = public_port,
+        .db_url = svc->def->no_store ? NULL : svc->db_url,
+        .service = svc,
+        .healthz = handle_healthz,
+        .ready = admin_ready,
+        .metrics_extra = svc->def->metrics_extra,
+    };
+    return tr_admin_start(&ac, out);
+}
+
 /* ---- the runner --------------------------------------------------------- */
 
 static void print_usage(const tr_service_def_t *def, const tr_option_t *const *sets)
@@ -510,7 +532,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
         tr_log_error("cannot listen on %s:%d: %s", sc.host, sc.port, strerror(-rc));
         goto close_service;
     }
-    if (tr_admin_start(svc, sc.port, &admin) != 0) {
+    if (admin_start(svc, sc.port, &admin) != 0) {
         tr_server_stop(svc->server);
         tr_server_wait(svc->server);
         svc->server = NULL;
