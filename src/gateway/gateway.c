@@ -21,7 +21,17 @@
  * file that does not validate stops the start with exit code 2 and the
  * message naming the field.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/apikeys.h"
+#include "gateway/call.h"
+#include "gateway/edge_auth.h"
+#include "gateway/gateway.h"
+#include "gateway/health.h"
+#include "gateway/headers.h"
+#include "gateway/proxy.h"
+#include "gateway/revocations.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
+#include "gateway/tunnel.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -26,7 +26,9 @@
  * and ejection, latency histograms). /healthz runs there too, so it reads
  * the process-wide current table, not a worker's hold.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/health.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
 
 #include <string.h>
 

@@ -23,7 +23,8 @@
  * any more is retired (tr_upstream_release): requests already sent to it
  * finish, the clients then drop their pools for it.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
 
 #include <errno.h>
 #include <stdio.h>
