@@ -5,6 +5,7 @@
 // and `--blueprint NAME` serving a reference system's exact auth paths
 // (deploy/blueprints/<name>.json, issue 3 "Blueprints").
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -222,4 +223,16 @@ describe('trellis up --blueprint gymit and metargb', () => {
     assert.equal((me.json.user || me.json).id, u.user.id);
     assertError(assert, await api(gw, 'POST', '/api/auth/me', { body: {} }), 401, 'unauthenticated');
   });
+});
+
+test('deploy/prometheus/prometheus.yml is valid and scrapes the default admin ports of trellis up', opts, async () => {
+  const file = path.join(REPO_ROOT, 'deploy/prometheus/prometheus.yml');
+  const check = spawnSync('promtool', ['check', 'config', file], { encoding: 'utf8' });
+  assert.ok(!check.error, `promtool runs (scripts/deps.sh installs it): ${check.error?.message}`);
+  assert.equal(check.status, 0, `promtool check config:\n${check.stdout}${check.stderr}`);
+  const text = fs.readFileSync(file, 'utf8');
+  // The default port-base is 8000 and admin ports are port + 1000; the
+  // offsets are the ones `trellis up` prints for gateway and auth.
+  const targets = [...text.matchAll(/targets: \['127\.0\.0\.1:(\d+)'\]\s*\n\s*labels: \{service: (\w+)\}/g)].map((m) => [m[2], Number(m[1])]);
+  assert.deepEqual(Object.fromEntries(targets), { gateway: 9000, auth: 9001 });
 });
