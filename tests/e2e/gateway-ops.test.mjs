@@ -430,3 +430,46 @@ test('CORS on actual requests: allowed origins get the header (errors too), othe
   });
   assert.notEqual(r.headers['access-control-allow-origin'], '*');
 });
+
+test('/healthz says unknown, never up, until the health checks reach a verdict', opts, async () => {
+  // Checks every 60 s (the first at start) and two failures to condemn: a
+  // dead upstream has one failed check and no verdict for a minute, so it
+  // must read "unknown"; a live one passes its first check and reads "up".
+  const live = await startUpstream({ name: 'live' });
+  const dead = await freePort();
+  const slowChecks = { path: '/readyz', interval: '60s', timeout: '500ms', unhealthy_threshold: 2, healthy_threshold: 1 };
+  let g = null;
+  try {
+    g = await startGateway({
+      routes: {
+        version: 1,
+        upstreams: {
+          live: { instances: [live.address], health: slowChecks },
+          dead: { instances: [`127.0.0.1:${dead}`], health: slowChecks, required: true },
+          unchecked: { instances: [`127.0.0.1:${dead}`], health: null },
+        },
+        routes: [
+          { path: '/api/live/*', upstream: 'live' },
+          { path: '/api/dead/*', upstream: 'dead' },
+          { path: '/api/unchecked/*', upstream: 'unchecked' },
+        ],
+      },
+    });
+    let h;
+    const t0 = Date.now();
+    do {
+      h = await request(`${g.url}/healthz`);
+      assert.equal(h.json.services.dead, 'unknown', `no verdict yet, so not "up": ${h.text}`);
+      if (h.json.services.live === 'up') break;
+      assert.equal(h.json.services.live, 'unknown', h.text);
+      await sleep(20);
+    } while (Date.now() - t0 < T(3000));
+    assert.equal(h.json.services.live, 'up', h.text);
+    assert.equal(h.json.services.unchecked, 'up', 'without health checks there is no verdict to wait for');
+    assert.equal(h.status, 200, 'an unknown required upstream does not degrade the gateway');
+    assert.equal(h.json.status, 'ok');
+  } finally {
+    await g?.stop();
+    await live.close();
+  }
+});
