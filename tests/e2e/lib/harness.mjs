@@ -193,7 +193,9 @@ export async function startService(name, opts = {}) {
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir || tempDir(`trellis-${name}-`);
   const fast = opts.fastArgon2 ?? name === 'auth';
-  const argv = ['serve', name, '--port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...args];
+  // --admin-port 0 even when a test pins --port (a restart on the same
+  // port): the default, port + 1000, is not known to be free.
+  const argv = ['serve', name, '--port', '0', '--admin-port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...args];
   const proc = spawn(TRELLIS_BIN, argv, {
     cwd: dataDir,
     env: childEnv(env),
