@@ -2,10 +2,11 @@
 BUILD      ?= build
 BUILD_SAN  ?= build-asan
 BUILD_FUZZ ?= build-fuzz
+BUILD_REL  ?= build-release
 JOBS       ?= $(shell nproc)
 DATA       ?= ./data
 
-.PHONY: all deps build build-asan run test test-unit test-e2e test-asan bench fuzz format clean npm
+.PHONY: all deps build build-asan build-release run test test-unit test-e2e test-asan bench fuzz format clean npm
 
 all: build
 
@@ -26,6 +27,14 @@ $(BUILD_SAN)/Makefile:
 build-asan: deps $(BUILD_SAN)/Makefile
 	cmake --build $(BUILD_SAN) -j $(JOBS)
 
+# Release (-O3, NDEBUG) with gcc, compile only: optimisation-only warnings
+# (-Wmaybe-uninitialized) must not break a release build.
+$(BUILD_REL)/Makefile:
+	cmake -S . -B $(BUILD_REL) -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc -DTRELLIS_TESTS=OFF
+
+build-release: deps $(BUILD_REL)/Makefile
+	cmake --build $(BUILD_REL) -j $(JOBS)
+
 run: build
 	./$(BUILD)/trellis up --data $(DATA)
 
@@ -45,7 +54,7 @@ test-asan: build-asan npm
 	TRELLIS_BIN=$(abspath $(BUILD_SAN))/trellis ASAN_OPTIONS=detect_leaks=1 TRELLIS_E2E_SANITIZED=1 \
 		node --test --test-concurrency=2 tests/e2e/
 
-test: test-unit test-e2e test-asan
+test: test-unit test-e2e test-asan build-release
 
 bench: build
 	./scripts/deps.sh bench
@@ -61,4 +70,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) $(BUILD_REL)

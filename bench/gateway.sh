@@ -66,7 +66,7 @@ run_wrk() {
 # ------------------------------------------------------------------ upstream: trellis serve auth
 AUTH_PORT=$(free_port)
 "$BIN" serve auth --port "$AUTH_PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
-  2>"$TMP/auth.log" &
+  --admin-port 0 2>"$TMP/auth.log" &
 PIDS+=($!)
 AUTH="http://127.0.0.1:$AUTH_PORT"
 if ! wait_ok "$AUTH/readyz"; then
@@ -103,7 +103,7 @@ cat >"$TMP/routes.json" <<EOF
 }
 EOF
 "$BIN" serve gateway --port "$GW_PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
-  --routes "$TMP/routes.json" 2>"$TMP/gateway.log" &
+  --routes "$TMP/routes.json" --admin-port 0 2>"$TMP/gateway.log" &
 PIDS+=($!)
 GW="http://127.0.0.1:$GW_PORT"
 if ! wait_ok "$GW/api/auth/me" -H "Authorization: Bearer $TOKEN"; then

@@ -10,7 +10,7 @@
  * tools do; runtime failures exit 1.
  */
 #include "cli/cli.h"
-#include "cli/services.h"
+#include "services/registry.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +29,8 @@ static void usage(FILE *out)
                  "  admin             operator tasks (create-user, outbox)\n"
                  "  version           print the version\n\n"
                  "services:");
-    for (size_t i = 0; trellis_services[i]; i++)
-        fprintf(out, " %s", trellis_services[i]->name);
+    for (size_t i = 0; i < trellis_service_count(); i++)
+        fprintf(out, " %s", trellis_service_at(i)->name);
     fprintf(out, "\n");
 }
 

@@ -20,12 +20,17 @@
  * against the supervisor's working directory so a restarted gateway reads
  * the same file; NAME may also be a path to a routes file.
  *
+ * PORTS come from the service registry (services/registry.h): a child
+ * listens on --port-base + its offset, and its admin listener (/metrics,
+ * kit/admin.h; loopback) on --admin-port-base + its offset, by default
+ * port-base + 1000 (gateway 9000, auth 9001). The ready table shows both.
+ *
  * READINESS. A child is ready when a GET /readyz on its port answers 200.
  * Probes run every PROBE_INTERVAL_MS until then; a probe is one short-lived
  * TCP connection.
  */
 #include "cli/cli.h"
-#include "cli/services.h"
+#include "services/registry.h"
 #include "kit/alloc.h"
 #include "kit/buf.h"
 
@@ -71,6 +76,7 @@ struct child {
     supervisor_t *sup;
     const tr_service_def_t *def;
     int port;
+    int admin_port;
     run_t *run; /* current run, NULL while stopped */
     int pid;
     bool ready;
@@ -90,6 +96,7 @@ struct supervisor {
     char routes[PATH_MAX]; /* --blueprint's routes file, "" when none */
     const char *host;
     int port_base;
+    int admin_port_base; /* 0: port_base + 1000 */
     uint64_t stop_timeout_ms;
     bool announced; /* the ready table has been printed */
     bool stopping;
@@ -146,13 +153,13 @@ static void print_table(const supervisor_t *sup)
 {
     int w = (int)name_width(sup);
     if (w < 7) w = 7;
-    printf("%-*s  %-5s  %-7s  %s\n", w, "SERVICE", "PORT", "PID", "URL");
+    printf("%-*s  %-5s  %-5s  %-7s  %s\n", w, "SERVICE", "PORT", "ADMIN", "PID", "URL");
     for (size_t i = 0; i < sup->nchildren; i++) {
         const child_t *c = &sup->children[i];
         const char *host = probe_host(sup);
         int v6 = strchr(host, ':') != NULL;
-        printf("%-*s  %-5d  %-7d  http://%s%s%s:%d\n", w, c->def->name, c->port, c->pid,
-               v6 ? "[" : "", host, v6 ? "]" : "", c->port);
+        printf("%-*s  %-5d  %-5d  %-7d  http://%s%s%s:%d\n", w, c->def->name, c->port,
+               c->admin_port, c->pid, v6 ? "[" : "", host, v6 ? "]" : "", c->port);
     }
     fflush(stdout);
 }
@@ -373,14 +380,16 @@ static char **child_env(const supervisor_t *sup)
 static void start_child(child_t *c)
 {
     supervisor_t *sup = c->sup;
-    char port_base[16];
+    char port_base[16], admin_port[16];
     snprintf(port_base, sizeof(port_base), "%d", sup->port_base);
+    snprintf(admin_port, sizeof(admin_port), "%d", c->admin_port);
     char *args[] = {
-        sup->exe,      "serve",  (char *)c->def->name, "--port-base", port_base, "--data",
-        sup->data_dir, "--host", (char *)sup->host,    NULL,          NULL,      NULL};
+        sup->exe,      "serve",  (char *)c->def->name, "--port-base",  port_base,  "--data",
+        sup->data_dir, "--host", (char *)sup->host,    "--admin-port", admin_port, NULL,
+        NULL,          NULL};
     if (sup->routes[0] && strcmp(c->def->name, "gateway") == 0) {
-        args[9] = "--routes";
-        args[10] = sup->routes;
+        args[11] = "--routes";
+        args[12] = sup->routes;
     }
     char **env = child_env(sup);
     run_t *run = tr_xcalloc(1, sizeof(*run));
@@ -469,7 +478,10 @@ static void on_signal(uv_signal_t *h, int signum)
 static void up_usage(FILE *out)
 {
     fprintf(out, "usage: trellis up [--only a,b] [--data DIR] [--port-base N] [--host H]\n"
-                 "                  [--stop-timeout SECONDS] [--blueprint NAME]\n");
+                 "                  [--admin-port-base N] [--stop-timeout SECONDS]\n"
+                 "                  [--blueprint NAME]\n"
+                 "admin listeners (/metrics) are on 127.0.0.1 at --admin-port-base + offset\n"
+                 "(default: --port-base + 1000)\n");
 }
 
 static const char *flag_value(int argc, char **argv, int *i, const char *name)
@@ -558,6 +570,13 @@ static int parse_args(supervisor_t *sup, int argc, char **argv, const char **onl
                 return -EINVAL;
             }
             sup->port_base = (int)n;
+        } else if ((v = flag_value(argc, argv, &i, "--admin-port-base"))) {
+            long n = strtol(v, &end, 10);
+            if (*v == '\0' || *end || n < 1 || n > 65535 - 64) {
+                fprintf(stderr, "trellis up: invalid --admin-port-base '%s'\n", v);
+                return -EINVAL;
+            }
+            sup->admin_port_base = (int)n;
         } else if ((v = flag_value(argc, argv, &i, "--blueprint"))) {
             if (resolve_blueprint(sup, v) != 0) return -EINVAL;
         } else if ((v = flag_value(argc, argv, &i, "--stop-timeout"))) {
@@ -574,6 +593,13 @@ static int parse_args(supervisor_t *sup, int argc, char **argv, const char **onl
         }
     }
     if (*only && check_only(*only) != 0) return -EINVAL;
+    if (sup->admin_port_base == 0) {
+        if (sup->port_base + 1000 > 65535 - 64) {
+            fprintf(stderr, "trellis up: give --admin-port-base with a --port-base this high\n");
+            return -EINVAL;
+        }
+        sup->admin_port_base = sup->port_base + 1000;
+    }
     if (*data == '\0' || *sup->host == '\0') {
         fprintf(stderr, "trellis up: empty --data or --host\n");
         return -EINVAL;
@@ -618,17 +644,16 @@ int trellis_up_main(int argc, char **argv)
 
     uv_loop_init(&loop);
     sup.loop = &loop;
-    size_t n = 0;
-    while (trellis_services[n])
-        n++;
+    size_t n = trellis_service_count();
     sup.children = tr_xcalloc(n, sizeof(child_t));
     for (size_t i = 0; i < n; i++) {
-        const tr_service_def_t *def = trellis_services[i];
+        const tr_service_def_t *def = trellis_service_at(i);
         if (!only_includes(only, def->name)) continue;
         child_t *c = &sup.children[sup.nchildren++];
         c->sup = &sup;
         c->def = def;
         c->port = sup.port_base + def->port_offset;
+        c->admin_port = sup.admin_port_base + def->port_offset;
         c->backoff_ms = BACKOFF_MIN_MS;
         uv_timer_init(&loop, &c->restart_timer);
         uv_timer_init(&loop, &c->probe_timer);

@@ -10,7 +10,9 @@
  * a client guessing keys costs auth at most one lookup per key and worker
  * every 2 s. Failures to reach auth are not cached: the request gets 503.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/apikeys.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
 
 #include <errno.h>
 #include <sodium.h>

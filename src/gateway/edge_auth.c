@@ -22,7 +22,9 @@
  * X-API-Key are sent (as in auth). An X-API-Key is looked at only on routes
  * with "api_key": true and is checked asynchronously (apikeys.c).
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/edge_auth.h"
+#include "gateway/revocations.h"
+#include "gateway/state.h"
 
 #include <errno.h>
 #include <sodium.h>

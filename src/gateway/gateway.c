@@ -21,7 +21,17 @@
  * file that does not validate stops the start with exit code 2 and the
  * message naming the field.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/apikeys.h"
+#include "gateway/call.h"
+#include "gateway/edge_auth.h"
+#include "gateway/gateway.h"
+#include "gateway/health.h"
+#include "gateway/headers.h"
+#include "gateway/proxy.h"
+#include "gateway/revocations.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
+#include "gateway/tunnel.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -529,10 +539,8 @@ static void gw_worker_close(tr_worker_t *w)
     w->state = NULL;
 }
 
+/* Name, port offset and workers (one per core): src/services/registry.c. */
 const tr_service_def_t gateway_service = {
-    .name = "gateway",
-    .port_offset = 0,
-    .default_workers = 0, /* one per core */
     .options = gateway_options,
     .option_sets = gateway_option_sets,
     .init = gw_init,

@@ -15,7 +15,7 @@
  * Names are compared case-insensitively, length first (the compiler counts
  * the literals), so the common header costs a few integer compares.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/headers.h"
 
 #include <string.h>
 #include <strings.h>

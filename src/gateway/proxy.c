@@ -42,7 +42,14 @@
  * timeouts; 502 bad_gateway for resets and garbage); after the head the
  * answer can only be cut short (tr_respond_abort).
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/apikeys.h"
+#include "gateway/call.h"
+#include "gateway/headers.h"
+#include "gateway/proxy.h"
+#include "gateway/state.h"
+#include "gateway/static.h"
+#include "gateway/table.h"
+#include "gateway/tunnel.h"
 
 #include <errno.h>
 #include <stdio.h>

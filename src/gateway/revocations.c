@@ -36,7 +36,9 @@
  * not fail closed on auth's outage, which auth's own per-request session
  * check still covers for auth's routes.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/revocations.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
 
 #include <errno.h>
 #include <inttypes.h>

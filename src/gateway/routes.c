@@ -28,29 +28,11 @@
 #include <strings.h>
 
 #include "kit/alloc.h"
+#include "services/registry.h"
 
 #define MAX_ROUTES_FILE_BYTES (4u << 20)
 #define MAX_ROUTES            4096
 #define MAX_DURATION_MS       (24ull * 3600 * 1000)
-
-/* ---- services of ARCHITECTURE.md §6 --------------------------------------- */
-
-static const struct {
-    const char *name;
-    int offset;
-} known_services[] = {
-    {"gateway", 0},   {"auth", 1},      {"users", 2},    {"posts", 3},       {"media", 4},
-    {"wallet", 5},    {"notify", 6},    {"realtime", 7}, {"tournaments", 8}, {"chat", 9},
-    {"groups", 10},   {"land", 11},     {"levels", 12},  {"dynasty", 13},    {"support", 14},
-    {"training", 15}, {"calendar", 16}, {"voice", 20},   {"fleet", 21},      {"bot", 22},
-};
-
-int gw_service_port_offset(const char *name)
-{
-    for (size_t i = 0; i < sizeof(known_services) / sizeof(known_services[0]); i++)
-        if (strcmp(known_services[i].name, name) == 0) return known_services[i].offset;
-    return -1;
-}
 
 /* ---- methods -------------------------------------------------------------- */
 
@@ -222,6 +204,9 @@ static int parse_bool(parse_ctx_t *c, const char *where, json_t *v, bool *out)
 static int parse_uint(parse_ctx_t *c, const char *where, json_t *v, unsigned min, unsigned max,
                       unsigned *out)
 {
+    /* Written on every path: callers copy *out after checking rc, and an
+     * optimizing gcc cannot see that fail() never returns 0. */
+    *out = min;
     if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min ||
         json_integer_value(v) > (json_int_t)max)
         return fail(c, where, "expected an integer from %u to %u", min, max);
@@ -412,7 +397,7 @@ static int parse_upstream(parse_ctx_t *c, const char *name, json_t *v)
             inst[i] = tr_xstrdup(s);
         }
     } else {
-        int offset = gw_service_port_offset(name);
+        int offset = trellis_service_port_offset(name);
         if (offset < 0)
             return fail(c, where,
                         "\"instances\" is required for a service that is not one of Trellis's "
@@ -787,7 +772,7 @@ static int resolve_upstream(parse_ctx_t *c, const char *where, json_t *v, size_t
     if (!name) return fail(c, where, "required: the name of an upstream");
     int idx = gw_table_upstream_index(c->t, name);
     if (idx < 0) {
-        int offset = gw_service_port_offset(name);
+        int offset = trellis_service_port_offset(name);
         if (offset < 0 || !valid_name(name, 64))
             return fail(c, where,
                         "unknown upstream \"%s\" (declare it under \"upstreams\" with its "

@@ -54,11 +54,6 @@ enum {
     GW_M_OPTIONS = 1u << 6,
 };
 
-/* The services of ARCHITECTURE.md §6 and their port offsets: an upstream
- * named after one of them needs no address in the routes file. Returns the
- * offset, or -1 for an unknown name. */
-int gw_service_port_offset(const char *name);
-
 typedef struct gw_upstream_spec {
     char *name;
     tr_upstream_config_t config; /* name and instances point into this spec */
@@ -126,13 +121,15 @@ typedef struct gw_table {
 } gw_table_t;
 
 /* What default upstream addresses are made of: an upstream named after a
- * service of §6 with no "instances" gets host:(port_base + offset). */
+ * service of the registry (services/registry.h) with no "instances" gets
+ * host:(port_base + its port offset). */
 typedef struct gw_routes_env {
     const char *upstream_host;
     int port_base;
 } gw_routes_env_t;
 
-/* The built-in default routes (the same as deploy/routes.json). */
+/* The built-in default routes: deploy/routes.json, embedded by the build
+ * (cmake/EmbedText.cmake). */
 extern const char gw_default_routes_json[];
 
 /* Parses and validates a routes document. source names it in messages.

@@ -20,7 +20,8 @@
  * ones are streamed in CHUNK pieces read on the thread pool, each sent
  * before the next is read, so memory stays at one chunk per download.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/state.h"
+#include "gateway/static.h"
 
 #include <errno.h>
 #include <fcntl.h>

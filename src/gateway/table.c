@@ -23,7 +23,8 @@
  * any more is retired (tr_upstream_release): requests already sent to it
  * finish, the clients then drop their pools for it.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/state.h"
+#include "gateway/table.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -184,6 +185,15 @@ void gw_publish(gw_state_t *st, gw_live_t *live)
         if (st->workers[i]) uv_async_send(st->workers[i]->wake);
     pthread_mutex_unlock(&st->lock);
     gw_live_unref(old);
+}
+
+gw_live_t *gw_live_current(gw_state_t *st)
+{
+    pthread_mutex_lock(&st->lock);
+    gw_live_t *l = st->current;
+    if (l) atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&st->lock);
+    return l;
 }
 
 static void hold_drop(gw_hold_t *h)

@@ -15,7 +15,8 @@
  * A tunnel belongs to its worker loop. Workers close their tunnels when they
  * stop; the memory goes in the handles' close callbacks.
  */
-#include "gateway/gateway_internal.h"
+#include "gateway/state.h"
+#include "gateway/tunnel.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -93,6 +93,20 @@ void tr_breaker_record_failure(tr_breaker_t *b, uint64_t now_ms, bool probe)
     if (n >= b->cfg.failure_threshold) open_now(b, now_ms, TR_BREAKER_CLOSED);
 }
 
+bool tr_breaker_close(tr_breaker_t *b)
+{
+    int state = atomic_load_explicit(&b->state, memory_order_acquire);
+    if (state == TR_BREAKER_CLOSED) return false;
+    atomic_store_explicit(&b->failures, 0, memory_order_relaxed);
+    /* A CAS loop, not a store: OPEN may turn HALF_OPEN meanwhile, and two
+     * closers (or a closer and a probe's success) report the change once. */
+    while (state != TR_BREAKER_CLOSED)
+        if (atomic_compare_exchange_weak_explicit(&b->state, &state, TR_BREAKER_CLOSED,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return true;
+    return false;
+}
+
 void tr_breaker_release_probe(tr_breaker_t *b)
 {
     atomic_store_explicit(&b->probe_taken, false, memory_order_release);

@@ -11,6 +11,11 @@
  * by its caller) gives the probe slot back, so the next request becomes the
  * probe.
  *
+ * OUTSIDE EVIDENCE. tr_breaker_close closes the breaker from any state when
+ * something other than a request proves the upstream serves again (the
+ * upstream's active health check passing, upstream.h): without it, traffic
+ * would wait out the rest of the cool-down after the upstream came back.
+ *
  * SHARING. One breaker per upstream, shared by every worker thread of the
  * process: the state lives in atomics, so "5 consecutive failures" and "one
  * probe" mean what they say however many workers there are (per-worker
@@ -80,6 +85,12 @@ void tr_breaker_record_success(tr_breaker_t *b, bool probe);
 void tr_breaker_record_failure(tr_breaker_t *b, uint64_t now_ms, bool probe);
 /* Gives back the probe slot of a request that was cancelled. */
 void tr_breaker_release_probe(tr_breaker_t *b);
+/* Closes the breaker at once (failure count back to 0) on evidence from
+ * outside the request path, such as a passing active health check. Returns
+ * true when it was not closed before (the caller may log the change). A
+ * probe in flight keeps its slot until it reports; its verdict then no
+ * longer changes a closed breaker. Any thread. */
+bool tr_breaker_close(tr_breaker_t *b);
 
 /* The state at now_ms, for metrics and health: an OPEN breaker whose
  * cool-down is over reads as HALF_OPEN (the next request will be the probe).

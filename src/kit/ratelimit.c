@@ -1,5 +1,7 @@
 /*
- * ratelimit.c - policies and the process-wide local GCRA table.
+ * ratelimit.c - policies, the process-wide local GCRA table, and the
+ * per-loop workers that ask the shared engine (ratelimit_engine.h: Redis)
+ * when one is configured and decide locally whenever it has no answer.
  *
  * NOTES ON THE DESIGN OF THE LOCAL TABLE
  *
@@ -453,23 +455,15 @@ int tr_ratelimit_create(const tr_ratelimit_options_t *opts, tr_ratelimit_t **out
     rl->redis_timeout_ms = opts->redis_timeout_ms ? opts->redis_timeout_ms : 50;
     rl->redis_connect_timeout_ms =
         opts->redis_connect_timeout_ms ? opts->redis_connect_timeout_ms : 1000;
-    rl->redis_prefix = tr_xstrdup(opts->redis_prefix ? opts->redis_prefix : "trellis:rl:");
-    if (strlen(rl->redis_prefix) > TR__RL_PREFIX_MAX) {
+    const char *prefix = opts->redis_prefix ? opts->redis_prefix : "trellis:rl:";
+    if (strlen(prefix) > TR__RL_PREFIX_MAX) {
         rc = -EINVAL;
         goto out;
     }
-    if (opts->redis_url && opts->redis_url[0]) {
-        if ((rc = tr__ratelimit_redis_parse_url(opts->redis_url, &rl->redis)) != 0) goto out;
-        rl->use_redis = true;
-        rl->redis_fallbacks = tr_counter_register(
-            "ratelimit_redis_fallbacks_total",
-            "Rate-limit decisions taken locally because Redis was unreachable, slow or failing.",
-            NULL);
-        rl->redis_up =
-            tr_gauge_register("ratelimit_redis_up",
-                              "1 while every worker's connection to the rate-limit Redis is up.");
-        tr_gauge_set(rl->redis_up, 0);
-    }
+    if (opts->redis_url && opts->redis_url[0] &&
+        (rc = tr__rl_redis_new(opts->redis_url, prefix, rl->redis_timeout_ms,
+                               rl->redis_connect_timeout_ms, &rl->redis)) != 0)
+        goto out;
 out:
     if (rc != 0) {
         tr_ratelimit_free(rl);
@@ -510,14 +504,152 @@ void tr_ratelimit_free(tr_ratelimit_t *rl)
     for (size_t i = 0; i < n; i++)
         free(rl->policies[i]);
     pthread_mutex_destroy(&rl->policy_lock);
-    tr__ratelimit_redis_conf_free(&rl->redis);
-    free(rl->redis_prefix);
+    tr__rl_redis_free(rl->redis);
     free(rl);
 }
 
 int tr_ratelimit_uses_redis(const tr_ratelimit_t *rl)
 {
-    return rl && rl->use_redis;
+    return rl && rl->redis;
+}
+
+/* ---- per event loop ------------------------------------------------------ */
+
+struct tr_ratelimit_worker {
+    tr_ratelimit_t *rl;
+    tr__rl_redis_worker_t *redis; /* NULL: local decisions only */
+    bool closing;
+};
+
+/* A check the engine has: freed in its callback, which comes exactly once
+ * (ratelimit_engine.h), also after a cancel. */
+struct tr_ratelimit_pending {
+    tr_ratelimit_t *rl;
+    const tr_ratelimit_policy_t *policy;
+    tr__rl_key_t key;
+    uint32_t burst;
+    tr_ratelimit_cb cb;
+    void *data;
+    bool done; /* answered or cancelled: cb must not run */
+    tr__rl_redis_check_t *check;
+};
+
+int tr_ratelimit_worker_open(tr_ratelimit_t *rl, uv_loop_t *loop, tr_ratelimit_worker_t **out)
+{
+    if (!rl || !loop || !out) return -EINVAL;
+    tr_ratelimit_worker_t *w = tr_xcalloc(1, sizeof *w);
+    w->rl = rl;
+    int rc = rl->redis ? tr__rl_redis_worker_open(rl->redis, loop, &w->redis) : 0;
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void tr_ratelimit_worker_close(tr_ratelimit_worker_t *w)
+{
+    if (!w || w->closing) return;
+    w->closing = true; /* checks from the callbacks below get -ECANCELED */
+    tr__rl_redis_worker_close(w->redis);
+    free(w);
+}
+
+int tr_ratelimit_worker_redis_up(const tr_ratelimit_worker_t *w)
+{
+    return w && w->redis && tr__rl_redis_worker_up(w->redis);
+}
+
+/* The Redis key of (policy, key) after the prefix: "<policy>:<key>", or
+ * "<policy>:h:<hex>" for a digest. */
+static size_t key_text(const tr_ratelimit_policy_t *p, const tr__rl_key_t *k, char *out)
+{
+    size_t n = strlen(p->name);
+    memcpy(out, p->name, n);
+    out[n++] = ':';
+    if (k->len & TR__RL_KEY_DIGEST) {
+        static const char hex[] = "0123456789abcdef";
+        out[n++] = 'h';
+        out[n++] = ':';
+        for (size_t i = 0; i < 16; i++) {
+            out[n++] = hex[(unsigned char)k->bytes[i] >> 4];
+            out[n++] = hex[(unsigned char)k->bytes[i] & 15];
+        }
+    } else {
+        memcpy(out + n, k->bytes, k->len);
+        n += k->len;
+    }
+    return n;
+}
+
+static void on_engine_answer(void *data, const tr__rl_gcra_reply_t *reply, const char *reason,
+                             const char *detail)
+{
+    tr_ratelimit_pending_t *p = data;
+    if (!p->done) {
+        tr_ratelimit_decision_t d;
+        p->done = true;
+        if (reply) {
+            tr__ratelimit_fill(&d, reply->allowed ? TR_RATELIMIT_ALLOWED : TR_RATELIMIT_LIMITED,
+                               p->burst, (uint32_t)reply->remaining,
+                               (int64_t)reply->reset_us * 1000, (int64_t)reply->retry_us * 1000);
+            d.source = TR_RATELIMIT_SOURCE_REDIS;
+            tr__ratelimit_count(p->rl, p->policy, &d);
+        } else {
+            tr__ratelimit_decide_local(p->rl, p->policy, &p->key, TR_RATELIMIT_SOURCE_FALLBACK, &d);
+            tr__rl_redis_note_fallback(p->rl->redis, reason, detail);
+        }
+        p->cb(&d, p->data);
+    }
+    free(p);
+}
+
+int tr_ratelimit_check(tr_ratelimit_worker_t *w, const tr_ratelimit_policy_t *policy,
+                       const char *key, tr_ratelimit_decision_t *out, tr_ratelimit_cb cb,
+                       void *data, tr_ratelimit_pending_t **pending)
+{
+    if (pending) *pending = NULL;
+    if (!w || !policy || !key || !out || !cb) return -EINVAL;
+    if (w->closing) return -ECANCELED;
+    tr_ratelimit_t *rl = w->rl;
+    tr__rl_key_t k;
+    tr__ratelimit_key(policy, key, &k);
+    if (!w->redis) {
+        tr__ratelimit_decide_local(rl, policy, &k, TR_RATELIMIT_SOURCE_LOCAL, out);
+        return TR_RATELIMIT_DECIDED;
+    }
+
+    char text[TR__RL_REDIS_KEY_MAX];
+    size_t text_len = key_text(policy, &k, text);
+    int64_t interval_ns = atomic_load_explicit(&policy->interval_ns, memory_order_relaxed);
+    tr_ratelimit_pending_t *p = tr_xcalloc(1, sizeof *p);
+    p->rl = rl;
+    p->policy = policy;
+    p->key = k;
+    p->burst = atomic_load_explicit(&policy->burst, memory_order_relaxed);
+    p->cb = cb;
+    p->data = data;
+    const char *reason = NULL;
+    int rc = tr__rl_redis_check(w->redis, text, text_len,
+                                interval_ns >= 1000 ? (uint64_t)(interval_ns / 1000) : 1, p->burst,
+                                on_engine_answer, p, &p->check, &reason);
+    if (rc != 0) {
+        free(p);
+        tr__ratelimit_decide_local(rl, policy, &k, TR_RATELIMIT_SOURCE_FALLBACK, out);
+        tr__rl_redis_note_fallback(rl->redis, reason ? reason : "error",
+                                   rc == -EIO ? "cannot send command" : NULL);
+        return TR_RATELIMIT_DECIDED;
+    }
+    if (pending) *pending = p;
+    return TR_RATELIMIT_PENDING;
+}
+
+void tr_ratelimit_cancel(tr_ratelimit_pending_t *pending)
+{
+    if (!pending) return;
+    pending->done = true;
+    tr__rl_redis_cancel(pending->check);
 }
 
 /* ---- test hooks ---------------------------------------------------------- */

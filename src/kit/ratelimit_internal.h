@@ -1,7 +1,8 @@
 /*
- * ratelimit_internal.h - what ratelimit.c (policies, local table) and
- * ratelimit_redis.c (per-loop Redis connections) share, and the hooks the
- * unit tests use to look inside the local table.
+ * ratelimit_internal.h - the limiter's state (ratelimit.c: policies, the
+ * local table, the engine it asks when Redis is configured), and the hooks
+ * the unit tests use to look inside the local table. The Redis engine
+ * (ratelimit_redis.c) does not include it: it sees only ratelimit_engine.h.
  */
 #ifndef TR_RATELIMIT_INTERNAL_H
 #define TR_RATELIMIT_INTERNAL_H
@@ -12,6 +13,7 @@
 
 #include "kit/metrics.h"
 #include "kit/ratelimit.h"
+#include "kit/ratelimit_engine.h"
 
 #define TR__RL_MAX_POLICIES 1024
 #define TR__RL_NAME_MAX     64
@@ -20,7 +22,10 @@
  * fits any IPv6 address text and any UUID. */
 #define TR__RL_KEY_INLINE 45
 #define TR__RL_KEY_DIGEST 0x80 /* flag in tr__rl_key_t.len */
-#define TR__RL_PREFIX_MAX 128  /* Redis key prefix */
+
+_Static_assert(TR__RL_REDIS_KEY_MAX >
+                   TR__RL_PREFIX_MAX + TR__RL_NAME_MAX + 1 + 2 + 2 * TR__RL_KEY_INLINE,
+               "every Redis key fits");
 
 struct tr_ratelimit_policy {
     char name[TR__RL_NAME_MAX + 1];
@@ -38,14 +43,6 @@ typedef struct tr__rl_key {
 
 typedef struct tr__rl_shard tr__rl_shard_t;
 
-typedef struct tr__rl_redis_conf {
-    char *host;
-    int port;
-    int db;
-    char *user;     /* NULL unless given */
-    char *password; /* NULL unless given */
-} tr__rl_redis_conf_t;
-
 struct tr_ratelimit {
     tr__rl_shard_t *shards;
     size_t max_keys;
@@ -59,17 +56,9 @@ struct tr_ratelimit {
 
     tr_counter_t *decisions;
 
-    bool use_redis;
-    tr__rl_redis_conf_t redis;
-    char *redis_prefix;
+    tr__rl_redis_t *redis; /* NULL: local decisions only */
     uint32_t redis_timeout_ms;
     uint32_t redis_connect_timeout_ms;
-    tr_counter_t *redis_fallbacks;
-    tr_gauge_t *redis_up;
-    _Atomic int workers_open; /* Redis-using workers open */
-    _Atomic int workers_up;   /* of those, connected with the script loaded */
-    _Atomic int64_t last_warn_ns;
-    _Atomic uint64_t unlogged_fallbacks;
 };
 
 /* Normalises a caller's key for policy p (digest for API keys and long keys). */
@@ -84,11 +73,6 @@ void tr__ratelimit_count(tr_ratelimit_t *rl, const tr_ratelimit_policy_t *p,
 void tr__ratelimit_decide_local(tr_ratelimit_t *rl, const tr_ratelimit_policy_t *p,
                                 const tr__rl_key_t *key, tr_ratelimit_source_t source,
                                 tr_ratelimit_decision_t *d);
-
-/* ratelimit_redis.c: parses a redis:// URL into conf (strings malloc'ed).
- * Returns 0 or -EINVAL. */
-int tr__ratelimit_redis_parse_url(const char *url, tr__rl_redis_conf_t *conf);
-void tr__ratelimit_redis_conf_free(tr__rl_redis_conf_t *conf);
 
 /* For tests: keys currently held in the local table, and the bytes of its
  * slot arrays. Both lock every shard in turn. */

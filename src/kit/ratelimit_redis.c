@@ -1,6 +1,7 @@
 /*
- * ratelimit_redis.c - per-loop workers: the Redis-backed limiter and its
- * fallback to the local table.
+ * ratelimit_redis.c - the Redis engine of ratelimit_engine.h: one
+ * connection per worker loop running a GCRA script; ratelimit.c decides
+ * locally whenever this engine has no answer.
  *
  * NOTES ON THE DESIGN
  *
@@ -28,9 +29,9 @@
  * 4. Pending checks sit in a FIFO in sending order, which is also deadline
  *    order. When the oldest outlives the timeout, Redis is slow: the context
  *    is dropped, hiredis calls every outstanding reply callback with NULL and
- *    each is answered from the local table. Dropping (rather than waiting on)
- *    a stalled connection means later requests decide locally at once instead
- *    of each paying the timeout.
+ *    each is reported without an answer (ratelimit.c decides it locally). Dropping (rather than
+ * waiting on) a stalled connection means later requests decide locally at once instead of each
+ * paying the timeout.
  *
  * 5. A pending check is freed only in its hiredis reply callback, which
  *    hiredis calls exactly once (a reply, or NULL when the context goes).
@@ -45,24 +46,22 @@
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kit/alloc.h"
 #include "kit/log.h"
-#include "kit/ratelimit.h"
-#include "kit/ratelimit_internal.h"
+#include "kit/metrics.h"
+#include "kit/ratelimit_engine.h"
 
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
 #define STABLE_UP_MS     10000
 #define MAX_PENDING      65536
 #define WARN_INTERVAL_NS (10LL * 1000000000LL)
-#define REDIS_KEY_MAX    512
-
-_Static_assert(REDIS_KEY_MAX > TR__RL_PREFIX_MAX + TR__RL_NAME_MAX + 1 + TR__RL_KEY_INLINE,
-               "every Redis key fits");
+#define REDIS_KEY_MAX    TR__RL_REDIS_KEY_MAX
 
 /* KEYS[1] = the key; ARGV[1] = emission interval in microseconds, ARGV[2] =
  * burst. Returns {allowed, remaining, reset_us, retry_after_us}. The TAT is
@@ -83,7 +82,6 @@ static const char gcra_script[] =
     "return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}\n";
 
 typedef enum conn_state {
-    ST_LOCAL,      /* no Redis configured */
     ST_DOWN,       /* waiting for the backoff timer */
     ST_RESOLVING,  /* uv_getaddrinfo under way */
     ST_CONNECTING, /* TCP connect under way */
@@ -91,22 +89,36 @@ typedef enum conn_state {
     ST_UP,
 } conn_state_t;
 
-struct tr_ratelimit_pending {
-    tr_ratelimit_worker_t *w;
-    tr_ratelimit_pending_t *prev, *next;
-    const tr_ratelimit_policy_t *policy;
-    tr__rl_key_t key;
+struct tr__rl_redis {
+    tr__rl_redis_conf_t conf;
+    char *prefix;
+    uint32_t timeout_ms;
+    uint32_t connect_timeout_ms;
+    tr_counter_t *fallbacks;
+    tr_gauge_t *up;
+    _Atomic int workers_open; /* workers open */
+    _Atomic int workers_up;   /* of those, connected with the script loaded */
+    _Atomic int64_t last_warn_ns;
+    _Atomic uint64_t unlogged_fallbacks;
+};
+
+struct tr__rl_redis_check {
+    tr__rl_redis_worker_t *w;
+    tr__rl_redis_check_t *prev, *next;
+    char key[REDIS_KEY_MAX]; /* prefix included */
+    size_t key_len;
     uint64_t deadline_ms; /* loop time */
     uint64_t interval_us;
     uint32_t burst;
-    tr_ratelimit_cb cb;
+    tr__rl_redis_cb cb;
     void *data;
-    bool done;   /* answered or cancelled: cb must not run again */
-    bool resent; /* EVAL sent after NOSCRIPT */
+    bool answered;  /* cb ran: it must not run again */
+    bool cancelled; /* nobody waits: no deadline */
+    bool resent;    /* EVAL sent after NOSCRIPT */
 };
 
-struct tr_ratelimit_worker {
-    tr_ratelimit_t *rl;
+struct tr__rl_redis_worker {
+    tr__rl_redis_t *e;
     uv_loop_t *loop;
     conn_state_t state;
     redisAsyncContext *ac;
@@ -120,13 +132,13 @@ struct tr_ratelimit_worker {
     uint64_t backoff_ms;
     uint64_t up_since_ms;
     unsigned resolutions; /* picks the next address of a multi-address name */
-    tr_ratelimit_pending_t *head, *tail;
+    tr__rl_redis_check_t *head, *tail;
     size_t npending;
     char script_sha[41];
 };
 
-static void start_connect(tr_ratelimit_worker_t *w);
-static void drop_connection(tr_ratelimit_worker_t *w, bool free_ctx, const char *reason,
+static void start_connect(tr__rl_redis_worker_t *w);
+static void drop_connection(tr__rl_redis_worker_t *w, bool free_ctx, const char *reason,
                             const char *detail);
 
 /* ---- URL ----------------------------------------------------------------- */
@@ -213,16 +225,15 @@ void tr__ratelimit_redis_conf_free(tr__rl_redis_conf_t *conf)
 /* At most one warning per WARN_INTERVAL_NS per process, carrying how many
  * fallbacks happened since the previous one, so an outage is visible without
  * one line per request. */
-static void warn_limited(tr_ratelimit_t *rl, const char *msg, const char *reason,
-                         const char *detail)
+static void warn_limited(tr__rl_redis_t *e, const char *msg, const char *reason, const char *detail)
 {
     int64_t now = (int64_t)uv_hrtime();
-    int64_t last = atomic_load_explicit(&rl->last_warn_ns, memory_order_relaxed);
+    int64_t last = atomic_load_explicit(&e->last_warn_ns, memory_order_relaxed);
     if (last != 0 && now - last < WARN_INTERVAL_NS) return;
-    if (!atomic_compare_exchange_strong(&rl->last_warn_ns, &last, now)) return;
-    uint64_t n = atomic_exchange(&rl->unlogged_fallbacks, 0);
+    if (!atomic_compare_exchange_strong(&e->last_warn_ns, &last, now)) return;
+    uint64_t n = atomic_exchange(&e->unlogged_fallbacks, 0);
     char where[300];
-    snprintf(where, sizeof where, "%s:%d/%d", rl->redis.host, rl->redis.port, rl->redis.db);
+    snprintf(where, sizeof where, "%s:%d/%d", e->conf.host, e->conf.port, e->conf.db);
     tr_log_field_t fields[] = {
         TR_LOG_STR("reason", reason),
         TR_LOG_STR("detail", detail ? detail : ""),
@@ -232,34 +243,33 @@ static void warn_limited(tr_ratelimit_t *rl, const char *msg, const char *reason
     tr_log_fields(TR_LOG_WARN, msg, fields, sizeof fields / sizeof fields[0]);
 }
 
-static void note_fallback(tr_ratelimit_t *rl, const char *reason, const char *detail)
+void tr__rl_redis_note_fallback(tr__rl_redis_t *e, const char *reason, const char *detail)
 {
-    tr_counter_inc(rl->redis_fallbacks, NULL);
-    atomic_fetch_add_explicit(&rl->unlogged_fallbacks, 1, memory_order_relaxed);
+    tr_counter_inc(e->fallbacks, NULL);
+    atomic_fetch_add_explicit(&e->unlogged_fallbacks, 1, memory_order_relaxed);
     /* Checks answered because their worker closes are shutdown, not an outage. */
     if (strcmp(reason, "closing") != 0)
-        warn_limited(rl, "ratelimit: redis unavailable, deciding with local limits", reason,
-                     detail);
+        warn_limited(e, "ratelimit: redis unavailable, deciding with local limits", reason, detail);
 }
 
-static void update_up_gauge(tr_ratelimit_t *rl)
+static void update_up_gauge(tr__rl_redis_t *e)
 {
-    int open = atomic_load(&rl->workers_open);
-    int up = atomic_load(&rl->workers_up);
-    tr_gauge_set(rl->redis_up, open > 0 && up == open ? 1 : 0);
+    int open = atomic_load(&e->workers_open);
+    int up = atomic_load(&e->workers_up);
+    tr_gauge_set(e->up, open > 0 && up == open ? 1 : 0);
 }
 
-static void set_up(tr_ratelimit_worker_t *w, bool up)
+static void set_up(tr__rl_redis_worker_t *w, bool up)
 {
     if (w->counted_up == up) return;
     w->counted_up = up;
-    atomic_fetch_add(&w->rl->workers_up, up ? 1 : -1);
-    update_up_gauge(w->rl);
+    atomic_fetch_add(&w->e->workers_up, up ? 1 : -1);
+    update_up_gauge(w->e);
 }
 
 /* ---- pending checks ------------------------------------------------------ */
 
-static void pending_unlink(tr_ratelimit_worker_t *w, tr_ratelimit_pending_t *p)
+static void pending_unlink(tr__rl_redis_worker_t *w, tr__rl_redis_check_t *p)
 {
     if (p->prev)
         p->prev->next = p->next;
@@ -273,51 +283,29 @@ static void pending_unlink(tr_ratelimit_worker_t *w, tr_ratelimit_pending_t *p)
     if (!w->head && !w->closing) uv_timer_stop(&w->deadline_timer);
 }
 
-static void answer_locally(tr_ratelimit_pending_t *p, const char *reason, const char *detail)
+/* Reports a check without an answer (the caller decides it locally). */
+static void answer_none(tr__rl_redis_check_t *p, const char *reason, const char *detail)
 {
-    tr_ratelimit_worker_t *w = p->w;
-    tr_ratelimit_decision_t d;
-    p->done = true;
-    tr__ratelimit_decide_local(w->rl, p->policy, &p->key, TR_RATELIMIT_SOURCE_FALLBACK, &d);
-    note_fallback(w->rl, reason, detail);
-    p->cb(&d, p->data);
-}
-
-static size_t redis_key(const tr_ratelimit_t *rl, const tr_ratelimit_policy_t *p,
-                        const tr__rl_key_t *k, char *out)
-{
-    size_t n = (size_t)snprintf(out, REDIS_KEY_MAX, "%s%s:", rl->redis_prefix, p->name);
-    if (k->len & TR__RL_KEY_DIGEST) {
-        static const char hex[] = "0123456789abcdef";
-        out[n++] = 'h';
-        out[n++] = ':';
-        for (size_t i = 0; i < 16; i++) {
-            out[n++] = hex[(unsigned char)k->bytes[i] >> 4];
-            out[n++] = hex[(unsigned char)k->bytes[i] & 15];
-        }
-    } else {
-        memcpy(out + n, k->bytes, k->len);
-        n += k->len;
-    }
-    return n;
+    p->answered = true;
+    p->cb(p->data, NULL, reason, detail);
 }
 
 static void on_script_reply(redisAsyncContext *ac, void *r, void *privdata);
 
 /* Sends EVALSHA, or EVAL when use_eval. Returns 0 or -EIO. */
-static int send_script(tr_ratelimit_worker_t *w, tr_ratelimit_pending_t *p, bool use_eval)
+static int send_script(tr__rl_redis_worker_t *w, tr__rl_redis_check_t *p, bool use_eval)
 {
-    char key[REDIS_KEY_MAX], interval[24], burst[12];
-    size_t key_len = redis_key(w->rl, p->policy, &p->key, key);
+    char interval[24], burst[12];
     snprintf(interval, sizeof interval, "%llu", (unsigned long long)p->interval_us);
     snprintf(burst, sizeof burst, "%u", p->burst);
     const char *argv[] = {use_eval ? "EVAL" : "EVALSHA",
                           use_eval ? gcra_script : w->script_sha,
                           "1",
-                          key,
+                          p->key,
                           interval,
                           burst};
-    size_t lens[] = {strlen(argv[0]), strlen(argv[1]), 1, key_len, strlen(interval), strlen(burst)};
+    size_t lens[] = {strlen(argv[0]), strlen(argv[1]),  1,
+                     p->key_len,      strlen(interval), strlen(burst)};
     if (!w->ac) return -EIO;
     int rc = redisAsyncCommandArgv(w->ac, on_script_reply, p, 6, argv, lens);
     return rc == REDIS_OK ? 0 : -EIO;
@@ -333,8 +321,8 @@ static bool reply_is_decision(const redisReply *r)
 
 static void on_script_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    tr_ratelimit_pending_t *p = privdata;
-    tr_ratelimit_worker_t *w = p->w;
+    tr__rl_redis_check_t *p = privdata;
+    tr__rl_redis_worker_t *w = p->w;
     redisReply *reply = r;
 
     if (!reply) {
@@ -342,27 +330,26 @@ static void on_script_reply(redisAsyncContext *ac, void *r, void *privdata)
          * connection failed: move to DOWN before answering, so a check made
          * from the callback below decides locally. */
         if (ac == w->ac) drop_connection(w, false, "disconnected", ac->errstr);
-        if (!p->done) answer_locally(p, "unavailable", NULL);
-    } else if (p->done) {
-        /* Timed out or cancelled earlier; the answer came too late. */
+        if (!p->answered) answer_none(p, "unavailable", NULL);
+    } else if (p->answered) {
+        /* Answered earlier (the worker closed); the reply came too late. */
     } else if (reply_is_decision(reply)) {
-        tr_ratelimit_decision_t d;
-        tr__ratelimit_fill(&d,
-                           reply->element[0]->integer ? TR_RATELIMIT_ALLOWED : TR_RATELIMIT_LIMITED,
-                           p->burst, (uint32_t)reply->element[1]->integer,
-                           reply->element[2]->integer * 1000, reply->element[3]->integer * 1000);
-        d.source = TR_RATELIMIT_SOURCE_REDIS;
-        tr__ratelimit_count(w->rl, p->policy, &d);
-        p->done = true;
-        p->cb(&d, p->data);
+        tr__rl_gcra_reply_t g = {
+            .allowed = reply->element[0]->integer != 0,
+            .remaining = (uint64_t)reply->element[1]->integer,
+            .reset_us = (uint64_t)reply->element[2]->integer,
+            .retry_us = (uint64_t)reply->element[3]->integer,
+        };
+        p->answered = true;
+        p->cb(p->data, &g, NULL, NULL);
     } else if (reply->type == REDIS_REPLY_ERROR && !p->resent &&
                strncmp(reply->str, "NOSCRIPT", 8) == 0) {
         p->resent = true;
         /* Stays linked: the EVAL's reply comes back to this callback. */
         if (send_script(w, p, true) == 0) return;
-        answer_locally(p, "error", "cannot resend script");
+        answer_none(p, "error", "cannot resend script");
     } else {
-        answer_locally(p, "error", reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+        answer_none(p, "error", reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
     }
     pending_unlink(w, p);
     free(p);
@@ -370,10 +357,10 @@ static void on_script_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 static void on_deadline(uv_timer_t *t)
 {
-    tr_ratelimit_worker_t *w = t->data;
+    tr__rl_redis_worker_t *w = t->data;
     uint64_t now = uv_now(w->loop);
-    tr_ratelimit_pending_t *p = w->head;
-    while (p && p->done)
+    tr__rl_redis_check_t *p = w->head;
+    while (p && (p->answered || p->cancelled))
         p = p->next;
     if (!p) return;
     if (p->deadline_ms > now) {
@@ -384,17 +371,17 @@ static void on_deadline(uv_timer_t *t)
     drop_connection(w, true, "timeout", "no answer within the rate-limit timeout");
 }
 
-static void arm_deadline(tr_ratelimit_worker_t *w)
+static void arm_deadline(tr__rl_redis_worker_t *w)
 {
     if (uv_is_active((uv_handle_t *)&w->deadline_timer)) return;
-    uv_timer_start(&w->deadline_timer, on_deadline, w->rl->redis_timeout_ms, 0);
+    uv_timer_start(&w->deadline_timer, on_deadline, w->e->timeout_ms, 0);
 }
 
 /* ---- connection ---------------------------------------------------------- */
 
 static void on_conn_timer(uv_timer_t *t);
 
-static void schedule_reconnect(tr_ratelimit_worker_t *w)
+static void schedule_reconnect(tr__rl_redis_worker_t *w)
 {
     if (w->closing) return;
     w->state = ST_DOWN;
@@ -408,14 +395,14 @@ static void schedule_reconnect(tr_ratelimit_worker_t *w)
  * false when hiredis is already freeing the context (a NULL reply, the
  * disconnect callback). From other hiredis callbacks redisAsyncFree defers
  * itself until the callback returns. */
-static void drop_connection(tr_ratelimit_worker_t *w, bool free_ctx, const char *reason,
+static void drop_connection(tr__rl_redis_worker_t *w, bool free_ctx, const char *reason,
                             const char *detail)
 {
     redisAsyncContext *ac = w->ac;
     if (w->state == ST_UP && uv_now(w->loop) - w->up_since_ms >= STABLE_UP_MS)
         w->backoff_ms = BACKOFF_MIN_MS;
     if (w->state == ST_UP || w->state == ST_HANDSHAKE || w->state == ST_CONNECTING)
-        warn_limited(w->rl, "ratelimit: redis connection lost, deciding with local limits", reason,
+        warn_limited(w->e, "ratelimit: redis connection lost, deciding with local limits", reason,
                      detail);
     w->ac = NULL;
     set_up(w, false);
@@ -429,7 +416,7 @@ static void drop_connection(tr_ratelimit_worker_t *w, bool free_ctx, const char 
 
 static void on_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    tr_ratelimit_worker_t *w = privdata;
+    tr__rl_redis_worker_t *w = privdata;
     redisReply *reply = r;
     if (ac->data != w || ac != w->ac) return; /* a context we already left */
     if (!reply) {
@@ -459,19 +446,19 @@ static void on_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
 static void on_connect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
-    tr_ratelimit_worker_t *w = ac->data;
+    tr__rl_redis_worker_t *w = ac->data;
     if (!w || ac != w->ac) return;
     if (status != REDIS_OK) {
         /* hiredis frees the context after this returns. */
         w->ac = NULL;
-        warn_limited(w->rl, "ratelimit: cannot connect to redis, deciding with local limits",
+        warn_limited(w->e, "ratelimit: cannot connect to redis, deciding with local limits",
                      "connect", ac->errstr);
         uv_timer_stop(&w->conn_timer);
         schedule_reconnect(w);
         return;
     }
     w->state = ST_HANDSHAKE;
-    tr__rl_redis_conf_t *c = &w->rl->redis;
+    tr__rl_redis_conf_t *c = &w->e->conf;
     int rc = REDIS_OK;
     if (c->password && c->user)
         rc = redisAsyncCommand(ac, on_handshake_reply, w, "AUTH %s %s", c->user, c->password);
@@ -490,22 +477,22 @@ static void on_connect(const redisAsyncContext *cac, int status)
 static void on_disconnect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
-    tr_ratelimit_worker_t *w = ac->data;
+    tr__rl_redis_worker_t *w = ac->data;
     (void)status;
     if (!w || ac != w->ac) return;
     /* hiredis frees the context after this returns. */
     drop_connection(w, false, "disconnected", ac->errstr);
 }
 
-static void connect_to(tr_ratelimit_worker_t *w, const char *ip)
+static void connect_to(tr__rl_redis_worker_t *w, const char *ip)
 {
-    redisAsyncContext *ac = redisAsyncConnect(ip, w->rl->redis.port);
+    redisAsyncContext *ac = redisAsyncConnect(ip, w->e->conf.port);
     if (!ac) {
         schedule_reconnect(w);
         return;
     }
     if (ac->err) {
-        warn_limited(w->rl, "ratelimit: cannot connect to redis, deciding with local limits",
+        warn_limited(w->e, "ratelimit: cannot connect to redis, deciding with local limits",
                      "connect", ac->errstr);
         redisAsyncFree(ac);
         schedule_reconnect(w);
@@ -522,17 +509,17 @@ static void connect_to(tr_ratelimit_worker_t *w, const char *ip)
     w->state = ST_CONNECTING;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    uv_timer_start(&w->conn_timer, on_conn_timer, w->rl->redis_connect_timeout_ms, 0);
+    uv_timer_start(&w->conn_timer, on_conn_timer, w->e->connect_timeout_ms, 0);
 }
 
-static void maybe_free_worker(tr_ratelimit_worker_t *w)
+static void maybe_free_worker(tr__rl_redis_worker_t *w)
 {
     if (w->closing && w->open_handles == 0) free(w);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
-    tr_ratelimit_worker_t *w = req->data;
+    tr__rl_redis_worker_t *w = req->data;
     w->gai_active = false;
     w->open_handles--;
     char ip[INET6_ADDRSTRLEN] = "";
@@ -556,7 +543,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     if (!ip[0]) {
-        warn_limited(w->rl, "ratelimit: cannot resolve redis host, deciding with local limits",
+        warn_limited(w->e, "ratelimit: cannot resolve redis host, deciding with local limits",
                      "resolve", status ? uv_strerror(status) : "no address");
         schedule_reconnect(w);
         return;
@@ -564,9 +551,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     connect_to(w, ip);
 }
 
-static void start_connect(tr_ratelimit_worker_t *w)
+static void start_connect(tr__rl_redis_worker_t *w)
 {
-    const char *host = w->rl->redis.host;
+    const char *host = w->e->conf.host;
     unsigned char buf[sizeof(struct in6_addr)];
     if (inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1) {
         connect_to(w, host);
@@ -585,7 +572,7 @@ static void start_connect(tr_ratelimit_worker_t *w)
 
 static void on_conn_timer(uv_timer_t *t)
 {
-    tr_ratelimit_worker_t *w = t->data;
+    tr__rl_redis_worker_t *w = t->data;
     if (w->state == ST_DOWN)
         start_connect(w);
     else if (w->state == ST_CONNECTING || w->state == ST_HANDSHAKE)
@@ -608,15 +595,44 @@ static void script_digest(char out[41])
     out[40] = '\0';
 }
 
-int tr_ratelimit_worker_open(tr_ratelimit_t *rl, uv_loop_t *loop, tr_ratelimit_worker_t **out)
+int tr__rl_redis_new(const char *url, const char *prefix, uint32_t timeout_ms,
+                     uint32_t connect_timeout_ms, tr__rl_redis_t **out)
 {
-    if (!rl || !loop || !out) return -EINVAL;
-    tr_ratelimit_worker_t *w = tr_xcalloc(1, sizeof *w);
-    w->rl = rl;
+    int rc = 0;
+    tr__rl_redis_t *e = NULL;
+    *out = NULL;
+    if (strlen(prefix) > TR__RL_PREFIX_MAX) return -EINVAL;
+    e = tr_xcalloc(1, sizeof *e);
+    if ((rc = tr__ratelimit_redis_parse_url(url, &e->conf)) != 0) {
+        free(e);
+        return rc;
+    }
+    e->prefix = tr_xstrdup(prefix);
+    e->timeout_ms = timeout_ms;
+    e->connect_timeout_ms = connect_timeout_ms;
+    e->fallbacks = tr_counter_register(
+        "ratelimit_redis_fallbacks_total",
+        "Rate-limit decisions taken locally because Redis was unreachable, slow or failing.", NULL);
+    e->up = tr_gauge_register("ratelimit_redis_up",
+                              "1 while every worker's connection to the rate-limit Redis is up.");
+    tr_gauge_set(e->up, 0);
+    *out = e;
+    return 0;
+}
+
+void tr__rl_redis_free(tr__rl_redis_t *e)
+{
+    if (!e) return;
+    tr__ratelimit_redis_conf_free(&e->conf);
+    free(e->prefix);
+    free(e);
+}
+
+int tr__rl_redis_worker_open(tr__rl_redis_t *e, uv_loop_t *loop, tr__rl_redis_worker_t **out)
+{
+    tr__rl_redis_worker_t *w = tr_xcalloc(1, sizeof *w);
+    w->e = e;
     w->loop = loop;
-    w->state = ST_LOCAL;
-    *out = w;
-    if (!rl->use_redis) return 0;
     script_digest(w->script_sha);
     uv_timer_init(loop, &w->conn_timer);
     uv_timer_init(loop, &w->deadline_timer);
@@ -625,37 +641,34 @@ int tr_ratelimit_worker_open(tr_ratelimit_t *rl, uv_loop_t *loop, tr_ratelimit_w
     uv_unref((uv_handle_t *)&w->conn_timer);
     w->open_handles = 2;
     w->backoff_ms = BACKOFF_MIN_MS;
-    atomic_fetch_add(&rl->workers_open, 1);
-    update_up_gauge(rl);
+    atomic_fetch_add(&e->workers_open, 1);
+    update_up_gauge(e);
     w->state = ST_DOWN;
+    *out = w;
     start_connect(w);
     return 0;
 }
 
 static void on_handle_closed(uv_handle_t *h)
 {
-    tr_ratelimit_worker_t *w = h->data;
+    tr__rl_redis_worker_t *w = h->data;
     w->open_handles--;
     maybe_free_worker(w);
 }
 
-void tr_ratelimit_worker_close(tr_ratelimit_worker_t *w)
+void tr__rl_redis_worker_close(tr__rl_redis_worker_t *w)
 {
     if (!w || w->closing) return;
     w->closing = true;
-    if (w->state == ST_LOCAL) {
-        free(w);
-        return;
-    }
-    /* Answer first: nothing frees a pending check during this walk (only
-     * reply callbacks do, and none can run from here). */
-    for (tr_ratelimit_pending_t *p = w->head; p; p = p->next)
-        if (!p->done) answer_locally(p, "closing", NULL);
+    /* Answer first: nothing frees a check during this walk (only reply
+     * callbacks do, and none can run from here). */
+    for (tr__rl_redis_check_t *p = w->head; p; p = p->next)
+        if (!p->answered) answer_none(p, "closing", NULL);
     redisAsyncContext *ac = w->ac;
     w->ac = NULL;
     if (w->counted_up) set_up(w, false);
-    atomic_fetch_sub(&w->rl->workers_open, 1);
-    update_up_gauge(w->rl);
+    atomic_fetch_sub(&w->e->workers_open, 1);
+    update_up_gauge(w->e);
     if (ac) {
         ac->data = NULL;
         redisAsyncFree(ac);
@@ -665,46 +678,39 @@ void tr_ratelimit_worker_close(tr_ratelimit_worker_t *w)
     uv_close((uv_handle_t *)&w->deadline_timer, on_handle_closed);
 }
 
-int tr_ratelimit_worker_redis_up(const tr_ratelimit_worker_t *w)
+bool tr__rl_redis_worker_up(const tr__rl_redis_worker_t *w)
 {
     return w && w->state == ST_UP;
 }
 
-int tr_ratelimit_check(tr_ratelimit_worker_t *w, const tr_ratelimit_policy_t *policy,
-                       const char *key, tr_ratelimit_decision_t *out, tr_ratelimit_cb cb,
-                       void *data, tr_ratelimit_pending_t **pending)
+int tr__rl_redis_check(tr__rl_redis_worker_t *w, const char *key, size_t key_len,
+                       uint64_t interval_us, uint32_t burst, tr__rl_redis_cb cb, void *data,
+                       tr__rl_redis_check_t **check, const char **reason)
 {
-    if (pending) *pending = NULL;
-    if (!w || !policy || !key || !out || !cb) return -EINVAL;
-    if (w->closing) return -ECANCELED;
-    tr_ratelimit_t *rl = w->rl;
-    tr__rl_key_t k;
-    tr__ratelimit_key(policy, key, &k);
-    if (w->state == ST_LOCAL) {
-        tr__ratelimit_decide_local(rl, policy, &k, TR_RATELIMIT_SOURCE_LOCAL, out);
-        return TR_RATELIMIT_DECIDED;
-    }
+    *check = NULL;
     if (w->state != ST_UP || w->npending >= MAX_PENDING) {
-        tr__ratelimit_decide_local(rl, policy, &k, TR_RATELIMIT_SOURCE_FALLBACK, out);
-        note_fallback(rl, w->state != ST_UP ? "unavailable" : "overloaded", NULL);
-        return TR_RATELIMIT_DECIDED;
+        *reason = w->state != ST_UP ? "unavailable" : "overloaded";
+        return -EAGAIN;
     }
-
-    tr_ratelimit_pending_t *p = tr_xcalloc(1, sizeof *p);
+    size_t plen = strlen(w->e->prefix);
+    if (plen + key_len >= REDIS_KEY_MAX) {
+        *reason = "error";
+        return -EIO;
+    }
+    tr__rl_redis_check_t *p = tr_xcalloc(1, sizeof *p);
     p->w = w;
-    p->policy = policy;
-    p->key = k;
+    memcpy(p->key, w->e->prefix, plen);
+    memcpy(p->key + plen, key, key_len);
+    p->key_len = plen + key_len;
     p->cb = cb;
     p->data = data;
-    int64_t interval_ns = atomic_load_explicit(&policy->interval_ns, memory_order_relaxed);
-    p->interval_us = interval_ns >= 1000 ? (uint64_t)(interval_ns / 1000) : 1;
-    p->burst = atomic_load_explicit(&policy->burst, memory_order_relaxed);
-    p->deadline_ms = uv_now(w->loop) + rl->redis_timeout_ms;
+    p->interval_us = interval_us;
+    p->burst = burst;
+    p->deadline_ms = uv_now(w->loop) + w->e->timeout_ms;
     if (send_script(w, p, false) != 0) {
         free(p);
-        tr__ratelimit_decide_local(rl, policy, &k, TR_RATELIMIT_SOURCE_FALLBACK, out);
-        note_fallback(rl, "error", "cannot send command");
-        return TR_RATELIMIT_DECIDED;
+        *reason = "error";
+        return -EIO;
     }
     p->prev = w->tail;
     if (w->tail)
@@ -714,11 +720,11 @@ int tr_ratelimit_check(tr_ratelimit_worker_t *w, const tr_ratelimit_policy_t *po
     w->tail = p;
     w->npending++;
     arm_deadline(w);
-    if (pending) *pending = p;
-    return TR_RATELIMIT_PENDING;
+    *check = p;
+    return 0;
 }
 
-void tr_ratelimit_cancel(tr_ratelimit_pending_t *pending)
+void tr__rl_redis_cancel(tr__rl_redis_check_t *check)
 {
-    if (pending) pending->done = true;
+    if (check) check->cancelled = true;
 }

@@ -23,6 +23,7 @@
  * logged at debug, so an idle platform writes nothing at info.
  */
 #include "kit/service.h"
+#include "kit/admin.h"
 #include "kit/alloc.h"
 #include "kit/authn_internal.h"
 #include "kit/buf.h"
@@ -41,8 +42,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define METRICS_MAX_BYTES (4u << 20)
 
 /* Kit-private per-service state, reachable from workers via w->service. */
 typedef struct service_impl {
@@ -109,6 +108,9 @@ bool tr_role_allowed(const char *roles, const char *role)
 
 /* ---- built-in routes ---------------------------------------------------- */
 
+/* The probes are on the public port; /metrics is on the admin listener only
+ * (admin.h). */
+
 static void handle_healthz(tr_req_t *req)
 {
     const tr_service_def_t *def = tr_req_service(req)->def;
@@ -144,25 +146,9 @@ static void handle_readyz(tr_req_t *req)
     tr_respond(req, 200, "application/json", body, sizeof(body) - 1);
 }
 
-static void handle_metrics(tr_req_t *req)
-{
-    const tr_service_def_t *def = tr_req_service(req)->def;
-    tr_buf_t out;
-    tr_buf_init(&out, METRICS_MAX_BYTES);
-    if (tr_metrics_render(&out) != 0 ||
-        (def->metrics_extra && def->metrics_extra(&out, uv_now(req->worker->loop)) != 0)) {
-        tr_buf_free(&out);
-        tr_respond_error(req, TR_ERR_INTERNAL, "metrics too large to render", NULL);
-        return;
-    }
-    tr_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len);
-    tr_buf_free(&out);
-}
-
 static const tr_route_t builtin_routes[] = {
     {"GET", "/healthz", handle_healthz, TR_AUTH_NONE, NULL, 0},
     {"GET", "/readyz", handle_readyz, TR_AUTH_NONE, NULL, 0},
-    {"GET", "/metrics", handle_metrics, TR_AUTH_NONE, NULL, 0},
 };
 
 /* ---- request pipeline --------------------------------------------------- */
@@ -521,6 +507,28 @@ static void signals_close(uv_loop_t *loop, signal_ctx_t *ctx)
     uv_loop_close(loop);
 }
 
+/* ---- the admin listener (kit/admin.h) ------------------------------------ */
+
+static int admin_ready(void *service, const char **why)
+{
+    tr_service_t *svc = service;
+    return svc->def->ready ? svc->def->ready(svc, why) : 0;
+}
+
+static int admin_start(tr_service_t *svc, int public_port, tr_admin_t **out)
+{
+    tr_admin_config_t ac = {
+        .config = svc->config,
+        .public_port = public_port,
+        .db_url = svc->def->no_store ? NULL : svc->db_url,
+        .service = svc,
+        .healthz = handle_healthz,
+        .ready = admin_ready,
+        .metrics_extra = svc->def->metrics_extra,
+    };
+    return tr_admin_start(&ac, out);
+}
+
 /* ---- the runner --------------------------------------------------------- */
 
 static void print_usage(const tr_service_def_t *def, const tr_option_t *const *sets)
@@ -534,13 +542,14 @@ static void print_usage(const tr_service_def_t *def, const tr_option_t *const *s
 int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 {
     static const tr_option_t no_options[] = {{NULL, NULL, NULL}};
-    const tr_option_t *sets[16] = {tr_config_common_options, tr_service_options,
+    const tr_option_t *sets[16] = {tr_config_common_options, tr_service_options, tr_admin_options,
                                    def->options ? def->options : no_options};
-    size_t nsets = 3;
+    size_t nsets = 4;
     if (wants_authn(def)) sets[nsets++] = tr_authn_options;
     for (size_t i = 0; def->option_sets && def->option_sets[i] && nsets < 15; i++)
         sets[nsets++] = def->option_sets[i];
     service_impl_t impl = {.pub.def = def};
+    tr_admin_t *admin = NULL;
     signal_ctx_t signals = {0};
     uv_loop_t signal_loop;
     bool signals_ready = false;
@@ -614,6 +623,12 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
         tr_log_error("cannot listen on %s:%d: %s", sc.host, sc.port, strerror(-rc));
         goto close_service;
     }
+    if (admin_start(svc, sc.port, &admin) != 0) {
+        tr_server_stop(svc->server);
+        tr_server_wait(svc->server);
+        svc->server = NULL;
+        goto close_service;
+    }
 
     if (impl.authn && def->authn_self) {
         /* Auth learns revocations from its own listener, like everyone. */
@@ -626,6 +641,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     json_t *f = json_object();
     json_object_set_new(f, "host", json_string(sc.host));
     json_object_set_new(f, "port", json_integer(tr_server_port(svc->server)));
+    if (admin) json_object_set_new(f, "admin_port", json_integer(tr_admin_port(admin)));
     json_object_set_new(f, "workers", json_integer(sc.workers));
     json_object_set_new(f, "data", json_string(svc->data_dir));
     tr_log_json(TR_LOG_INFO, "listening", f);
@@ -634,6 +650,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     uv_run(&signal_loop, UV_RUN_DEFAULT);
     tr_server_wait(svc->server);
     svc->server = signals.server = NULL; /* late signals find nothing to act on */
+    tr_admin_stop(admin);
     tr_log_info("stopped");
     exit_code = 0;
 

@@ -58,6 +58,7 @@ typedef struct instance {
     _Atomic unsigned ejections;
     /* Health-check streaks; only the checking loop writes them. */
     _Atomic unsigned health_ok, health_fail;
+    _Atomic bool checked; /* a verdict was reached (upstream.h) */
 } instance_t;
 
 struct tr_upstream {
@@ -373,16 +374,28 @@ void tr__upstream_health_report(tr_upstream_t *up, size_t i, bool ok)
     if (ok) {
         atomic_store_explicit(&in->health_fail, 0, memory_order_relaxed);
         unsigned streak = atomic_fetch_add_explicit(&in->health_ok, 1, memory_order_relaxed) + 1;
+        if (streak >= up->cfg.healthy_threshold)
+            atomic_store_explicit(&in->checked, true, memory_order_relaxed);
         if (!healthy && streak >= up->cfg.healthy_threshold) {
             atomic_store_explicit(&in->healthy, true, memory_order_relaxed);
+            healthy = true;
             tr_log_fields(TR_LOG_INFO, "upstream instance healthy",
                           (tr_log_field_t[]){TR_LOG_STR("upstream", up->name),
                                              TR_LOG_STR("instance", in->address)},
                           2);
         }
+        /* The instance serves its readiness endpoint: stop failing requests
+         * fast for the rest of the cool-down (upstream.h). */
+        if (healthy && tr_breaker_close(&up->breaker))
+            tr_log_fields(TR_LOG_INFO, "upstream breaker closed by a passing health check",
+                          (tr_log_field_t[]){TR_LOG_STR("upstream", up->name),
+                                             TR_LOG_STR("instance", in->address)},
+                          2);
     } else {
         atomic_store_explicit(&in->health_ok, 0, memory_order_relaxed);
         unsigned streak = atomic_fetch_add_explicit(&in->health_fail, 1, memory_order_relaxed) + 1;
+        if (streak >= up->cfg.unhealthy_threshold)
+            atomic_store_explicit(&in->checked, true, memory_order_relaxed);
         if (healthy && streak >= up->cfg.unhealthy_threshold) {
             atomic_store_explicit(&in->healthy, false, memory_order_relaxed);
             tr_log_fields(TR_LOG_WARN, "upstream instance unhealthy",
@@ -399,6 +412,7 @@ void tr_upstream_instance_info(const tr_upstream_t *up, size_t i, uint64_t now_m
     const instance_t *in = &up->inst[i];
     out->address = in->address;
     out->healthy = atomic_load_explicit(&in->healthy, memory_order_relaxed);
+    out->checked = atomic_load_explicit(&in->checked, memory_order_relaxed);
     out->ejected_until_ms = atomic_load_explicit(&in->ejected_until_ms, memory_order_relaxed);
     out->ejected = out->ejected_until_ms > now_ms;
     out->ejections = atomic_load_explicit(&in->ejections, memory_order_relaxed);
@@ -415,6 +429,16 @@ bool tr_upstream_available(const tr_upstream_t *up, uint64_t now_ms)
     for (size_t i = 0; i < up->n; i++)
         if (is_available(&up->inst[i], now_ms)) return true;
     return false;
+}
+
+tr_upstream_health_t tr_upstream_health(const tr_upstream_t *up, uint64_t now_ms)
+{
+    if (!tr_upstream_available(up, now_ms)) return TR_UPSTREAM_DOWN;
+    bool checks = up->cfg.health_path && up->cfg.health_path[0] && up->cfg.health_interval_ms;
+    if (!checks) return TR_UPSTREAM_UP;
+    for (size_t i = 0; i < up->n; i++)
+        if (atomic_load_explicit(&up->inst[i].checked, memory_order_relaxed)) return TR_UPSTREAM_UP;
+    return TR_UPSTREAM_UNKNOWN;
 }
 
 /* ---- metrics ------------------------------------------------------------ */

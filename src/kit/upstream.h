@@ -44,7 +44,17 @@
  * connections, independently of pooled ones), with health_timeout_ms. A 2xx
  * answer is a success, anything else a failure. unhealthy_threshold
  * consecutive failures mark it unhealthy, healthy_threshold consecutive
- * successes healthy again.
+ * successes healthy again. An instance's health is UNKNOWN until the checks
+ * reached their first verdict (healthy_threshold successes or
+ * unhealthy_threshold failures in a row); see tr_upstream_health.
+ *
+ * A PASSING CHECK CLOSES THE BREAKER. When a check finds an instance healthy
+ * (a success that leaves it marked healthy), the upstream's circuit breaker
+ * closes at once (tr_breaker_close) instead of waiting out its cool-down, so
+ * traffic resumes within one health interval of the upstream being ready
+ * again. The breaker keeps protecting an upstream whose health endpoint
+ * passes while its requests fail: it reopens after the next
+ * failure_threshold failures.
  *
  * LIFETIME. tr_upstream_new returns a reference; every tr_client_t that sends
  * to the upstream takes its own. tr_upstream_release drops the creator's
@@ -121,6 +131,7 @@ const tr_upstream_config_t *tr_upstream_config(const tr_upstream_t *up);
 typedef struct tr_upstream_instance_info {
     const char *address; /* "host:port" as configured; lives as long as the upstream */
     bool healthy;        /* last active health verdict (true before the first check) */
+    bool checked;        /* the checks reached a verdict (see tr_upstream_health) */
     bool ejected;        /* ejected by outlier detection at now_ms */
     unsigned ejections;  /* times ejected so far */
     uint64_t ejected_until_ms;
@@ -132,8 +143,21 @@ void tr_upstream_instance_info(const tr_upstream_t *up, size_t i, uint64_t now_m
 /* The breaker state at now_ms (see tr_breaker_state). */
 tr_breaker_state_t tr_upstream_breaker_state(const tr_upstream_t *up, uint64_t now_ms);
 /* True when a request could be sent now: some instance is available and the
- * breaker is not OPEN. This is "up" in the gateway's /healthz. */
+ * breaker is not OPEN. */
 bool tr_upstream_available(const tr_upstream_t *up, uint64_t now_ms);
+
+typedef enum tr_upstream_health {
+    TR_UPSTREAM_UNKNOWN = 0, /* available, but no active check has reached a verdict yet */
+    TR_UPSTREAM_UP = 1,      /* available, and a verdict exists (or checks are disabled) */
+    TR_UPSTREAM_DOWN = 2     /* not available (tr_upstream_available is false) */
+} tr_upstream_health_t;
+
+/* The upstream's health as the gateway's /healthz reports it, at now_ms.
+ * DOWN whenever no request could be sent; otherwise UNKNOWN while health
+ * checks are configured and none of the instances has a verdict yet (the
+ * optimistic start of INSTANCE SELECTION is not evidence), else UP. Any
+ * thread. */
+tr_upstream_health_t tr_upstream_health(const tr_upstream_t *up, uint64_t now_ms);
 
 /*
  * METRICS. Counters registered with kit/metrics.h (rendered by

@@ -142,7 +142,7 @@ test('SIGHUP with an invalid file: rejected with a clear log line, the old route
   await gw.waitLog((e) => e.msg === 'routes reload rejected' && gw.logs.indexOf(e) >= mark, T(5000));
   assert.equal((await request(url('/api/second/z'))).status, 200, 'a missing file keeps the table too');
   gw.writeRoutes(routes);
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, /gateway_routes_reloads_total\{result="(rejected|error|failed)"\} [1-9]/);
   assert.equal(c.ended || c.closed, false);
 });
@@ -211,11 +211,11 @@ test('/healthz aggregates upstream state; 503 while a required upstream is down'
   assert.equal((await request(url('/readyz'))).status, 200);
 });
 
-test('/metrics has the gateway series and passes promtool check metrics', opts, async () => {
+test('/metrics (admin port) has the gateway series and passes promtool check metrics; 404 on the public port', opts, async () => {
   await request(url('/api/first/m?status=201'));
   await request(url('/api/gone/m'));
   await request(url('/nope'));
-  const r = await request(url('/metrics'));
+  const r = await request(gw.adminUrl + '/metrics');
   assert.equal(r.status, 200);
   assert.match(String(r.headers['content-type']), /^text\/plain/);
   const t = r.text;
@@ -230,6 +230,12 @@ test('/metrics has the gateway series and passes promtool check metrics', opts, 
   assert.match(t, /^# TYPE upstream_retries_total counter$/m, 'retries');
   assert.match(t, /^# TYPE gateway_rate_limited_total counter$/m, 'rate-limited count');
   assert.match(t, /^http_requests_in_flight /m, 'active requests');
+  // Operator data is not on the public port; the probes are on both.
+  assertError(assert, await request(url('/metrics')), 404, 'not_found');
+  const ah = await request(gw.adminUrl + '/healthz');
+  assert.equal(ah.status, 200, ah.text);
+  assert.equal(ah.json.services.ops, 'up', 'the aggregated /healthz on the admin port too');
+  assert.equal((await request(gw.adminUrl + '/readyz')).status, 200);
   const check = spawnSync('promtool', ['check', 'metrics'], { input: t, encoding: 'utf8' });
   assert.ok(!check.error, `promtool runs (scripts/deps.sh installs it): ${check.error?.message}`);
   assert.equal(check.status, 0, `promtool check metrics:\n${check.stdout}${check.stderr}`);
@@ -423,4 +429,47 @@ test('CORS on actual requests: allowed origins get the header (errors too), othe
     headers: { Origin: 'https://evil.example' },
   });
   assert.notEqual(r.headers['access-control-allow-origin'], '*');
+});
+
+test('/healthz says unknown, never up, until the health checks reach a verdict', opts, async () => {
+  // Checks every 60 s (the first at start) and two failures to condemn: a
+  // dead upstream has one failed check and no verdict for a minute, so it
+  // must read "unknown"; a live one passes its first check and reads "up".
+  const live = await startUpstream({ name: 'live' });
+  const dead = await freePort();
+  const slowChecks = { path: '/readyz', interval: '60s', timeout: '500ms', unhealthy_threshold: 2, healthy_threshold: 1 };
+  let g = null;
+  try {
+    g = await startGateway({
+      routes: {
+        version: 1,
+        upstreams: {
+          live: { instances: [live.address], health: slowChecks },
+          dead: { instances: [`127.0.0.1:${dead}`], health: slowChecks, required: true },
+          unchecked: { instances: [`127.0.0.1:${dead}`], health: null },
+        },
+        routes: [
+          { path: '/api/live/*', upstream: 'live' },
+          { path: '/api/dead/*', upstream: 'dead' },
+          { path: '/api/unchecked/*', upstream: 'unchecked' },
+        ],
+      },
+    });
+    let h;
+    const t0 = Date.now();
+    do {
+      h = await request(`${g.url}/healthz`);
+      assert.equal(h.json.services.dead, 'unknown', `no verdict yet, so not "up": ${h.text}`);
+      if (h.json.services.live === 'up') break;
+      assert.equal(h.json.services.live, 'unknown', h.text);
+      await sleep(20);
+    } while (Date.now() - t0 < T(3000));
+    assert.equal(h.json.services.live, 'up', h.text);
+    assert.equal(h.json.services.unchecked, 'up', 'without health checks there is no verdict to wait for');
+    assert.equal(h.status, 200, 'an unknown required upstream does not degrade the gateway');
+    assert.equal(h.json.status, 'ok');
+  } finally {
+    await g?.stop();
+    await live.close();
+  }
 });

@@ -120,7 +120,7 @@ describe('local limits', () => {
   });
 
   test('429s are counted in /metrics', opts, async () => {
-    const m = await request(`${gw.url}/metrics`);
+    const m = await request(`${gw.adminUrl}/metrics`);
     assert.match(m.text, /ratelimit_decisions_total\{[^}]*policy="tiny"[^}]*result="limited"[^}]*\} [1-9]/);
     assert.match(m.text, /gateway_rate_limited_total\{[^}]*\} [1-9]/);
   });
@@ -195,7 +195,7 @@ describe('Redis-backed limits shared by two gateways', () => {
     assert.equal(statuses.filter((s) => s === 200).length, 10, `statuses: ${statuses.join(',')}`);
     assert.deepEqual(statuses.slice(0, 7), Array(7).fill(200));
     assert.deepEqual(statuses.slice(7), [200, 200, 200, 429, 429, 429, 429], 'B knows what A admitted');
-    const m = await request(`${gwB.url}/metrics`);
+    const m = await request(`${gwB.adminUrl}/metrics`);
     assert.match(m.text, /ratelimit_redis_up 1\b/);
   });
 
@@ -211,7 +211,7 @@ describe('Redis-backed limits shared by two gateways', () => {
     assert.ok(took < T(5000), `decisions stay quick without Redis (${took} ms for 14)`);
     const warn = await gwA.waitLog((e) => /^ratelimit: .*local limits/.test(e.msg || ''), T(5000));
     assert.equal(warn.level, 'warn');
-    const m = await request(`${gwA.url}/metrics`);
+    const m = await request(`${gwA.adminUrl}/metrics`);
     assert.match(m.text, /ratelimit_redis_fallbacks_total(\{[^}]*\})? [1-9]/);
     assert.match(m.text, /ratelimit_redis_up 0\b/);
   });

@@ -195,7 +195,7 @@ test('circuit breaker: opens after 5 failures (fast 503, upstream untouched), ha
   for (let i = 0; i < 3; i++) assertError(assert, await request(url('/api/brk/x?tag=brk-open')), 503, 'unavailable');
   assert.ok(Date.now() - t0 < T(500), 'fast');
   assert.equal(up.count(tagged('brk-open')), 0, 'nothing reached the upstream while open');
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, /upstream_breaker_state\{upstream="brk"\} 1\b/, 'breaker state 1 (open) in /metrics');
 
   await sleep(800);
@@ -225,7 +225,7 @@ test('outlier ejection: the failing instance of two is ejected after 5 failures,
   assert.equal(badHits, 5, `the bad instance got exactly 5 before ejection (statuses ${statuses.join(',')})`);
   assert.equal(goodHits, 19);
   assert.deepEqual(statuses.slice(12), Array(12).fill(200), 'after ejection every answer is good');
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, new RegExp(`upstream_instance_ejected\\{upstream="pair",instance="${bad.address}"\\} 1\\b`));
   assert.match(m.text, /upstream_ejections_total\{upstream="pair"\} [1-9]/);
 
@@ -256,7 +256,7 @@ test('an upstream that does not accept connections: 503 at the connect timeout, 
   const took = Date.now() - t0;
   assertError(assert, r, [502, 503], ['bad_gateway', 'unavailable']);
   assert.ok(took >= 250 && took < T(2000), `answered at the 300 ms connect timeout (${took} ms)`);
-  const m = await request(url('/metrics'));
+  const m = await request(gw.adminUrl + '/metrics');
   assert.match(m.text, /^upstream_connect_errors_total\{upstream="hole"\} [1-9]/m);
 });
 
@@ -309,4 +309,94 @@ test('a client that disconnects while still sending its body cancels the upstrea
   await up.waitFor((h) => tagged('cancel2')(h) && h.bodyBytes > 0, T(3000));
   c2.destroy();
   await up.waitFor((h) => tagged('cancel2')(h) && h.done, T(2000));
+});
+
+// ---------------------------------------------------- a real service killed and restarted
+
+// A real `trellis serve auth` behind its own gateway: SIGKILLed until the
+// breaker is open, then restarted on the same port and data directory. The
+// gateway's active health check (every 200 ms) must close the breaker as
+// soon as auth is ready, instead of answering 503 for the rest of the 5 s
+// cool-down. While it is down, credentials are still judged first: an
+// anonymous or badly authenticated request to an `auth: required` route is
+// 401, not 503, so the service's state is not revealed to such callers.
+test('a killed and restarted service is served again within ~1 s of its readiness; 401 comes before 503', opts, async () => {
+  const crypto = await import('node:crypto');
+  const { signJwt, startService, tempDir } = await import('./lib/harness.mjs');
+  const secret = crypto.randomBytes(32).toString('hex');
+  const dataDir = tempDir('trellis-restart-');
+  let svc = await startService('auth', { dataDir, args: ['--jwt-secret', secret] });
+  const port = svc.port;
+  let g = null;
+  try {
+    g = await startGateway({
+      args: ['--jwt-secret', secret],
+      routes: {
+        version: 1,
+        upstreams: {
+          auth: {
+            instances: [`127.0.0.1:${port}`],
+            health: { path: '/readyz', interval: '200ms', timeout: '500ms', unhealthy_threshold: 100, healthy_threshold: 1 },
+            outlier: NO_OUTLIER,
+            breaker: { failures: 3, cooldown: '5s' },
+          },
+        },
+        routes: [
+          { path: '/api/auth/*', upstream: 'auth', auth: 'none', retry: false },
+          { path: '/api/locked/*', upstream: 'auth', auth: 'required', api_key: true, retry: false },
+        ],
+      },
+    });
+    const at = (p, headers = {}) => request(g.url + p, { headers });
+    assert.equal((await at('/api/auth/jwks.json')).status < 500, true, 'served before the kill');
+
+    await svc.proc.kill('SIGKILL');
+    await svc.stop({ check: false });
+    // Refused connects open the breaker (3 failures), then it fails fast.
+    for (let i = 0; i < 3; i++) assertError(assert, await at('/api/auth/jwks.json'), 503, 'unavailable');
+    const fast = await at('/api/auth/jwks.json');
+    assertError(assert, fast, 503, 'unavailable');
+    assert.match(fast.json.error.message, /breaker|circuit/i, fast.text);
+
+    // Credentials before topology, with the service down and its breaker open.
+    const t = Math.floor(Date.now() / 1000);
+    const good = signJwt({ alg: 'HS256', typ: 'JWT' }, { sub: crypto.randomUUID(), sid: crypto.randomUUID(), iss: 'trellis', aud: 'trellis', iat: t, exp: t + 600 }, Buffer.from(secret, 'utf8'));
+    const expired = signJwt({ alg: 'HS256', typ: 'JWT' }, { sub: crypto.randomUUID(), sid: crypto.randomUUID(), iss: 'trellis', aud: 'trellis', iat: t - 900, exp: t - 600 }, Buffer.from(secret, 'utf8'));
+    for (const [why, headers] of [
+      ['anonymous', {}],
+      ['not a bearer token', { Authorization: 'Basic dXNlcjpwYXNz' }],
+      ['a forged token', { Authorization: `Bearer ${good.slice(0, -4)}AAAA` }],
+      ['an expired token', { Authorization: `Bearer ${expired}` }],
+      ['a malformed API key', { 'X-API-Key': 'bad key' }],
+    ]) {
+      const r = await at('/api/locked/x', headers);
+      assertError(assert, r, 401, 'unauthenticated');
+      assert.ok(r.headers['www-authenticate'] || headers['X-API-Key'], `${why}: WWW-Authenticate`);
+    }
+    // A good token is let through to the (absent) service: only now 503.
+    assertError(assert, await at('/api/locked/x', { Authorization: `Bearer ${good}` }), 503, 'unavailable');
+
+    // Restart on the same port; readiness is auth's own /readyz answering 200.
+    svc = await startService('auth', { dataDir, args: ['--jwt-secret', secret, '--port', String(port)] });
+    assert.equal(svc.port, port);
+    let ready = 0;
+    while (!ready) {
+      if ((await request(`${svc.url}/readyz`)).status === 200) ready = Date.now();
+      else await sleep(20);
+    }
+    let served = 0;
+    let last;
+    while (!served && Date.now() - ready < T(6000)) {
+      last = await at('/api/auth/jwks.json');
+      if (last.status < 500) served = Date.now();
+      else await sleep(25);
+    }
+    assert.ok(served, `never served again: ${last?.status} ${last?.text}`);
+    const lag = served - ready;
+    assert.ok(lag <= T(1500), `served ${lag} ms after auth was ready (the cool-down is 5 s)`);
+    await g.waitLog((e) => e.msg === 'upstream breaker closed by a passing health check', T(2000));
+  } finally {
+    await g?.stop();
+    await svc.stop({ check: false });
+  }
 });

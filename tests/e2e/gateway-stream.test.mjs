@@ -188,7 +188,7 @@ test('WebSocket: upgrade passed through, text and binary echoed both ways, close
   m = await next();
   assert.equal(m.isBinary, true);
   assert.ok(Buffer.compare(Buffer.from(m.d), bin) === 0, '1 MB binary frame intact');
-  const metrics = await request(`${gw.url}/metrics`);
+  const metrics = await request(`${gw.adminUrl}/metrics`);
   assert.match(metrics.text, /gateway_websockets_active 1\b/);
   ws.close(1000, 'bye');
   await new Promise((resolve) => ws.once('close', resolve));

@@ -5,6 +5,7 @@
 // and `--blueprint NAME` serving a reference system's exact auth paths
 // (deploy/blueprints/<name>.json, issue 3 "Blueprints").
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -47,6 +48,22 @@ describe('trellis up --only gateway,auth (built-in routes)', () => {
     assert.equal(a?.port, up.portBase + 1);
   });
 
+  test('the table lists each admin listener at admin-port-base + offset; /metrics only there', opts, async () => {
+    const rows = up.table().rows;
+    const g = rows.find((r) => r.service === 'gateway');
+    const a = rows.find((r) => r.service === 'auth');
+    assert.equal(g?.adminPort, up.adminPortBase, JSON.stringify(rows));
+    assert.equal(a?.adminPort, up.adminPortBase + 1);
+    for (const r of [g, a]) {
+      const m = await request(`http://127.0.0.1:${r.adminPort}/metrics`);
+      assert.equal(m.status, 200, `${r.service} admin /metrics`);
+      assert.match(m.text, /^# TYPE http_requests_total counter$/m);
+      assertError(assert, await request(`http://127.0.0.1:${r.port}/metrics`), 404, 'not_found');
+    }
+    const m = await request(`http://127.0.0.1:${g.adminPort}/metrics`);
+    assert.match(m.text, /^upstream_breaker_state\{upstream="auth"\} 0$/m, 'the gateway\'s upstream series are on its admin port');
+  });
+
   test('register, login and me through the gateway', opts, async () => {
     const u = await registerUser(gw);
     const me = await api(gw, 'GET', '/api/auth/me', { token: u.access_token });
@@ -61,11 +78,21 @@ describe('trellis up --only gateway,auth (built-in routes)', () => {
     assert.ok(Date.now() - t0 < T(2500), `${Date.now() - t0} ms`);
   });
 
-  test('/healthz: auth is up (required), services not started are down, status 200', opts, async () => {
-    const h = await request(`${gw}/healthz`);
-    assert.equal(h.status, 200, h.text);
-    assert.equal(h.json.services.auth, 'up');
-    assert.ok(['ok', 'degraded'].includes(h.json.status));
+  test('/healthz: auth is up (required) once checked, services not started never up, status 200', opts, async () => {
+    // Until the gateway's checks (every 5 s, the first at start) reach a
+    // verdict, a service is "unknown", never an optimistic "up".
+    let h;
+    const t0 = Date.now();
+    for (;;) {
+      h = await request(`${gw}/healthz`);
+      assert.equal(h.status, 200, h.text);
+      assert.ok(['ok', 'degraded'].includes(h.json.status));
+      assert.ok(['unknown', 'up'].includes(h.json.services.auth), h.text);
+      assert.ok(['unknown', 'down'].includes(h.json.services.users), `not running, so not up: ${h.text}`);
+      if (h.json.services.auth === 'up' || Date.now() - t0 > T(8000)) break;
+      await sleep(100);
+    }
+    assert.equal(h.json.services.auth, 'up', h.text);
   });
 
   test('logout through the gateway: the token is refused at the edge within 1 s', opts, async () => {
@@ -196,4 +223,16 @@ describe('trellis up --blueprint gymit and metargb', () => {
     assert.equal((me.json.user || me.json).id, u.user.id);
     assertError(assert, await api(gw, 'POST', '/api/auth/me', { body: {} }), 401, 'unauthenticated');
   });
+});
+
+test('deploy/prometheus/prometheus.yml is valid and scrapes the default admin ports of trellis up', opts, async () => {
+  const file = path.join(REPO_ROOT, 'deploy/prometheus/prometheus.yml');
+  const check = spawnSync('promtool', ['check', 'config', file], { encoding: 'utf8' });
+  assert.ok(!check.error, `promtool runs (scripts/deps.sh installs it): ${check.error?.message}`);
+  assert.equal(check.status, 0, `promtool check config:\n${check.stdout}${check.stderr}`);
+  const text = fs.readFileSync(file, 'utf8');
+  // The default port-base is 8000 and admin ports are port + 1000; the
+  // offsets are the ones `trellis up` prints for gateway and auth.
+  const targets = [...text.matchAll(/targets: \['127\.0\.0\.1:(\d+)'\]\s*\n\s*labels: \{service: (\w+)\}/g)].map((m) => [m[2], Number(m[1])]);
+  assert.deepEqual(Object.fromEntries(targets), { gateway: 9000, auth: 9001 });
 });

@@ -295,7 +295,7 @@ test('/healthz and /readyz answer 200', opts, async () => {
 
 test('/metrics is Prometheus text with the RED, process and auth metrics', opts, async () => {
   await api(server.url, 'POST', '/api/auth/login', { body: { email: user.email, password: PASSWORD } });
-  const r = await request(`${server.url}/metrics`);
+  const r = await request(`${server.adminUrl}/metrics`);
   assert.equal(r.status, 200);
   assert.match(String(r.headers['content-type']), /^text\/plain/);
   const lines = r.text.split('\n');
@@ -310,6 +310,45 @@ test('/metrics is Prometheus text with the RED, process and auth metrics', opts,
   const logins = lines.filter((l) => /^auth_logins_total(\{.*\})? /.test(l));
   assert.ok(logins.length > 0, 'auth_logins_total sample');
   assert.ok(logins.some((l) => Number(l.split(' ').at(-1)) >= 1), `a login was counted: ${logins.join(' | ')}`);
+});
+
+test('admin listener: /metrics only there (404 on the public port), probes on both, loopback', opts, async () => {
+  assert.ok(server.svc.adminPort > 0, `"listening" names admin_port: ${JSON.stringify(server.svc.listening)}`);
+  assert.notEqual(server.svc.adminPort, server.svc.port);
+  const pub = await request(`${server.url}/metrics`);
+  assert.equal(pub.status, 404, 'operator metrics are not on the public port');
+  assert.equal(pub.json?.error?.code, 'not_found');
+  for (const p of ['/healthz', '/readyz']) {
+    const r = await request(server.adminUrl + p);
+    assert.equal(r.status, 200, `${p} on the admin port: ${r.text}`);
+  }
+  assert.equal((await request(`${server.adminUrl}/api/auth/login`, { method: 'POST', body: {} })).status, 404,
+    'service routes are not on the admin port');
+  assert.equal(server.svc.listening.host, '127.0.0.1');
+  // Admin requests are not counted as service traffic.
+  const m = await request(`${server.adminUrl}/metrics`);
+  assert.doesNotMatch(m.text, /route="\/metrics"/);
+});
+
+test('admin listener: --admin-port off runs none; a port in use fails the start', opts, async () => {
+  const { startService } = await import('./lib/harness.mjs');
+  const s = await startService('auth', { args: ['--admin-port', 'off'] });
+  try {
+    assert.equal(s.listening.admin_port, undefined);
+    assert.equal(s.adminPort, 0);
+    assert.equal((await request(`${s.url}/metrics`)).status, 404);
+  } finally {
+    await s.stop();
+  }
+  let err = null;
+  try {
+    const t = await startService('auth', { args: ['--admin-port', String(server.svc.adminPort)], timeoutMs: T(10000) });
+    await t.stop();
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err, 'the start fails when the admin port is taken');
+  assert.match(err.message, /cannot listen on [^\n]*\(admin\)/);
 });
 
 test('access log: one JSON line per request with the request fields', opts, async () => {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/gateway_internal.h"
+#include "gateway/routes.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

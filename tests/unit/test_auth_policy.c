@@ -18,6 +18,7 @@
 
 #include "kit/config.h"
 #include "services/auth/auth_internal.h"
+#include "services/registry.h"
 
 #define S      1000LL
 #define MINUTE (60 * S)
@@ -341,7 +342,7 @@ static void test_settings_accepted(void **state)
 static void test_migrations_declared(void **state)
 {
     (void)state;
-    assert_ptr_equal(auth_service.migrations, &auth_migrations);
+    assert_ptr_equal(trellis_service_find("auth")->migrations, &auth_migrations);
     assert_true(auth_migrations.count >= 2);
     for (size_t i = 0; i < auth_migrations.count; i++) {
         assert_int_equal(auth_migrations.list[i].version, (int)i + 1);

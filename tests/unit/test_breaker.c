@@ -112,6 +112,40 @@ static void test_late_results_while_open_ignored(void **state)
     assert_int_equal(tr_breaker_allow(&b, 2000), TR_BREAKER_PROBE); /* cool-down from 1000 */
 }
 
+/* Outside evidence (a passing health check) closes an open breaker before
+ * its cool-down ends; a probe in flight then reports into a closed breaker
+ * without reopening it, and gives its slot back. */
+static void test_close_from_outside(void **state)
+{
+    (void)state;
+    tr_breaker_t b;
+    tr_breaker_init(&b, &cfg);
+    assert_false(tr_breaker_close(&b)); /* already closed: no change to report */
+    for (int i = 0; i < 5; i++)
+        tr_breaker_record_failure(&b, 100, false);
+    assert_int_equal(tr_breaker_allow(&b, 200), TR_BREAKER_REJECT);
+    assert_true(tr_breaker_close(&b));
+    assert_int_equal(tr_breaker_state(&b, 200), TR_BREAKER_CLOSED);
+    assert_int_equal(tr_breaker_allow(&b, 200), TR_BREAKER_PASS);
+    /* The count starts again from 0: four failures do not reopen it. */
+    for (int i = 0; i < 4; i++)
+        tr_breaker_record_failure(&b, 300, false);
+    assert_int_equal(tr_breaker_state(&b, 300), TR_BREAKER_CLOSED);
+    tr_breaker_record_failure(&b, 300, false);
+    assert_int_equal(tr_breaker_state(&b, 300), TR_BREAKER_OPEN);
+
+    /* Half-open with the probe out: closing wins, the probe's late failure
+     * does not reopen, and the slot is free again for a later opening. */
+    assert_int_equal(tr_breaker_allow(&b, 1300), TR_BREAKER_PROBE);
+    assert_true(tr_breaker_close(&b));
+    tr_breaker_record_failure(&b, 1310, true);
+    assert_int_equal(tr_breaker_state(&b, 1310), TR_BREAKER_CLOSED);
+    for (int i = 0; i < 5; i++)
+        tr_breaker_record_failure(&b, 1400, false);
+    assert_int_equal(tr_breaker_allow(&b, 2400), TR_BREAKER_PROBE);
+    assert_int_equal(atomic_load(&b.opens), 3);
+}
+
 static void test_threshold_zero_never_opens(void **state)
 {
     (void)state;
@@ -165,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_probe_failure_reopens),
         cmocka_unit_test(test_released_probe_is_given_again),
         cmocka_unit_test(test_late_results_while_open_ignored),
+        cmocka_unit_test(test_close_from_outside),
         cmocka_unit_test(test_threshold_zero_never_opens),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_one_probe_across_threads),

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/gateway_internal.h"
+#include "gateway/headers.h"
 
 /* Checks a name as given, lowercased and uppercased. */
 static void check_up(const char *name, bool websocket, gw_header_action_t want)

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/gateway_internal.h"
+#include "gateway/revocations.h"
 
 static void test_uuid_parse(void **state)
 {

@@ -406,7 +406,8 @@ static void test_defaults_and_upstreams(void **state)
     gw_table_free(t);
 }
 
-/* The shipped deploy/routes.json is the built-in default, and it parses. */
+/* The shipped deploy/routes.json (the built-in default: test_registry.c)
+ * parses to the routes the services expect. */
 static void test_default_routes(void **state)
 {
     (void)state;
@@ -415,15 +416,6 @@ static void test_default_routes(void **state)
     const char *tail = strstr(self, "tests/unit/");
     assert_non_null(tail);
     snprintf(path, sizeof(path), "%.*sdeploy/routes.json", (int)(tail - self), self);
-
-    json_error_t jerr;
-    json_t *file = json_load_file(path, 0, &jerr);
-    if (!file) fail_msg("%s: %s", path, jerr.text);
-    json_t *builtin = json_loads(gw_default_routes_json, 0, &jerr);
-    assert_non_null(builtin);
-    assert_true(json_equal(file, builtin));
-    json_decref(file);
-    json_decref(builtin);
 
     gw_table_t *t = NULL;
     assert_int_equal(gw_table_load_file(path, &env, &t, err, sizeof(err)), 0);

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/gateway_internal.h"
+#include "gateway/static.h"
 
 static void test_relpath_table(void **state)
 {

@@ -241,6 +241,86 @@ static void test_health_thresholds(void **state)
     tr_upstream_release(up);
 }
 
+/* /healthz's three states: UNKNOWN until a verdict (one failure of two is
+ * none), UP after one, DOWN when nothing could be sent. */
+static void test_health_states(void **state)
+{
+    (void)state;
+    tr_upstream_t *up = make("states", 1, TR_LB_ROUND_ROBIN);
+    tr_upstream_instance_info_t info;
+    assert_int_equal(tr_upstream_health(up, 0), TR_UPSTREAM_UNKNOWN);
+    tr__upstream_health_report(up, 0, false); /* unhealthy_threshold is 2 */
+    assert_int_equal(tr_upstream_health(up, 0), TR_UPSTREAM_UNKNOWN);
+    tr_upstream_instance_info(up, 0, 0, &info);
+    assert_false(info.checked);
+    tr__upstream_health_report(up, 0, false);
+    assert_int_equal(tr_upstream_health(up, 0), TR_UPSTREAM_DOWN);
+    tr__upstream_health_report(up, 0, true);
+    assert_int_equal(tr_upstream_health(up, 0), TR_UPSTREAM_UP);
+    tr_upstream_instance_info(up, 0, 0, &info);
+    assert_true(info.checked);
+    tr_upstream_release(up);
+
+    /* A first success is a verdict at once (healthy_threshold 1). */
+    up = make("states2", 1, TR_LB_ROUND_ROBIN);
+    tr__upstream_health_report(up, 0, true);
+    assert_int_equal(tr_upstream_health(up, 0), TR_UPSTREAM_UP);
+    tr_upstream_release(up);
+
+    /* Without health checks there is never a verdict to wait for. */
+    static const char *const addr = "127.0.0.1:9001";
+    tr_upstream_config_t cfg;
+    tr_upstream_config_defaults(&cfg);
+    cfg.name = "nochecks";
+    cfg.instances = &addr;
+    cfg.ninstances = 1;
+    cfg.health_path = NULL;
+    assert_int_equal(tr_upstream_new(&cfg, &up), 0);
+    assert_int_equal(tr_upstream_health(up, 0), TR_UPSTREAM_UP);
+    tr_upstream_release(up);
+}
+
+/* A passing health check closes an open breaker before its cool-down is
+ * over; a failing one leaves it open. */
+static void test_health_check_closes_breaker(void **state)
+{
+    (void)state;
+    tr_upstream_t *up = make("reopen", 1, TR_LB_ROUND_ROBIN);
+    tr_breaker_t *b = tr__upstream_breaker(up);
+    for (int i = 0; i < 5; i++)
+        tr_breaker_record_failure(b, 100, false);
+    assert_int_equal(tr_upstream_breaker_state(up, 200), TR_BREAKER_OPEN);
+    assert_int_equal(tr_upstream_health(up, 200), TR_UPSTREAM_DOWN);
+    tr__upstream_health_report(up, 0, false);
+    assert_int_equal(tr_upstream_breaker_state(up, 200), TR_BREAKER_OPEN);
+    tr__upstream_health_report(up, 0, true);
+    assert_int_equal(tr_upstream_breaker_state(up, 200), TR_BREAKER_CLOSED); /* not at 5100 */
+    assert_true(tr_upstream_available(up, 200));
+    assert_int_equal(tr_breaker_allow(b, 200), TR_BREAKER_PASS);
+    tr_upstream_release(up);
+
+    /* An instance still marked unhealthy (healthy_threshold not reached)
+     * does not close it. */
+    static const char *const addr = "127.0.0.1:9001";
+    tr_upstream_config_t cfg;
+    tr_upstream_config_defaults(&cfg);
+    cfg.name = "reopen2";
+    cfg.instances = &addr;
+    cfg.ninstances = 1;
+    cfg.healthy_threshold = 2;
+    assert_int_equal(tr_upstream_new(&cfg, &up), 0);
+    b = tr__upstream_breaker(up);
+    tr__upstream_health_report(up, 0, false);
+    tr__upstream_health_report(up, 0, false); /* unhealthy */
+    for (int i = 0; i < 5; i++)
+        tr_breaker_record_failure(b, 100, false);
+    tr__upstream_health_report(up, 0, true);
+    assert_int_equal(tr_upstream_breaker_state(up, 200), TR_BREAKER_OPEN);
+    tr__upstream_health_report(up, 0, true);
+    assert_int_equal(tr_upstream_breaker_state(up, 200), TR_BREAKER_CLOSED);
+    tr_upstream_release(up);
+}
+
 static void test_breaker_exposed(void **state)
 {
     (void)state;
@@ -289,10 +369,16 @@ int main(void)
 {
     tr_log_init("test", TR_LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_validation), cmocka_unit_test(test_round_robin),
-        cmocka_unit_test(test_least_request),     cmocka_unit_test(test_ejection_timing),
-        cmocka_unit_test(test_ejection_limits),   cmocka_unit_test(test_health_thresholds),
-        cmocka_unit_test(test_breaker_exposed),   cmocka_unit_test(test_metrics_text),
+        cmocka_unit_test(test_config_validation),
+        cmocka_unit_test(test_round_robin),
+        cmocka_unit_test(test_least_request),
+        cmocka_unit_test(test_ejection_timing),
+        cmocka_unit_test(test_ejection_limits),
+        cmocka_unit_test(test_health_thresholds),
+        cmocka_unit_test(test_health_states),
+        cmocka_unit_test(test_health_check_closes_breaker),
+        cmocka_unit_test(test_breaker_exposed),
+        cmocka_unit_test(test_metrics_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

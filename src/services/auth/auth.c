@@ -165,13 +165,10 @@ out:
     return rc;
 }
 
+/* Name, port offset, workers and migrations: src/services/registry.c. */
 const tr_service_def_t auth_service = {
-    .name = "auth",
-    .port_offset = 1,
-    .default_workers = 2,
     .routes = auth_routes,
     .nroutes = sizeof(auth_routes) / sizeof(auth_routes[0]),
-    .migrations = &auth_migrations,
     .options = auth_options,
     .init = auth_init,
     .close = auth_close,

@@ -286,11 +286,8 @@ static void handle_delete(tr_req_t *req)
     tr_store_run(req, TR_STORE_TX, delete_note, deleted, n);
 }
 
+/* Name, port offset, workers and migrations: src/services/registry.c. */
 const tr_service_def_t notes_service = {
-    .name = "notes",
-    .port_offset = 99,
-    .default_workers = 1,
     .routes = notes_routes,
     .nroutes = sizeof(notes_routes) / sizeof(notes_routes[0]),
-    .migrations = &notes_migrations,
 };

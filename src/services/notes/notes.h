@@ -1,5 +1,5 @@
 /*
- * notes.h - the notes service (port 8099): private notes of a user. The
+ * notes.h - the notes service (port 8030): private notes of a user. The
  * smallest complete service, the example docs/new-service.md walks through.
  */
 #ifndef TR_SERVICES_NOTES_H
@@ -8,6 +8,5 @@
 #include "kit/service.h"
 
 extern const tr_service_def_t notes_service;
-extern const tr_migrations_t notes_migrations;
 
 #endif

@@ -181,7 +181,8 @@ function checkCleanExit(what, r, output) {
 
 /**
  * Starts `trellis serve <name> --port 0 --data <dir> ...` and waits for its
- * "listening" log line.
+ * "listening" log line. The service's admin listener (/metrics) is then at
+ * svc.adminUrl (port svc.adminPort, from that line's admin_port).
  *
  * opts.args: extra flags; opts.env: extra environment; opts.dataDir: use this
  * dir (kept on stop) instead of a fresh one (removed on stop); opts.fastArgon2
@@ -192,7 +193,9 @@ export async function startService(name, opts = {}) {
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir || tempDir(`trellis-${name}-`);
   const fast = opts.fastArgon2 ?? name === 'auth';
-  const argv = ['serve', name, '--port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...args];
+  // --admin-port 0 even when a test pins --port (a restart on the same
+  // port): the default, port + 1000, is not known to be free.
+  const argv = ['serve', name, '--port', '0', '--admin-port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...args];
   const proc = spawn(TRELLIS_BIN, argv, {
     cwd: dataDir,
     env: childEnv(env),
@@ -292,6 +295,9 @@ export async function startService(name, opts = {}) {
 
   svc.port = listening.port;
   svc.url = `http://127.0.0.1:${listening.port}`;
+  // The admin listener (/metrics; loopback): its port is in the same line.
+  svc.adminPort = Number.isInteger(listening.admin_port) ? listening.admin_port : 0;
+  svc.adminUrl = svc.adminPort ? `http://127.0.0.1:${svc.adminPort}` : '';
   svc.listening = listening;
   return svc;
 }
@@ -300,8 +306,8 @@ export async function startService(name, opts = {}) {
  * One service for all the tests of the calling file: started (startService
  * with opts) in a before() hook, stopped in an after() hook that fails on an
  * unclean exit. Returns a holder whose fields are set once that before() has
- * run, so read them inside tests: `svc` (what startService returned) and
- * `url` (its base URL).
+ * run, so read them inside tests: `svc` (what startService returned), `url`
+ * (its base URL) and `adminUrl` (its admin listener's).
  *
  * Set-up that needs the service goes in hooks.started(holder), tear-down
  * that must come before the stop in hooks.stopping(holder): a file's own
@@ -309,10 +315,11 @@ export async function startService(name, opts = {}) {
  * hook as soon as it is registered once the file is loading).
  */
 export function useService(name, opts = {}, hooks = {}) {
-  const holder = { svc: null, url: '' };
+  const holder = { svc: null, url: '', adminUrl: '' };
   before(async () => {
     holder.svc = await startService(name, opts);
     holder.url = holder.svc.url;
+    holder.adminUrl = holder.svc.adminUrl;
     await hooks.started?.(holder);
   });
   after(async () => {
@@ -325,15 +332,15 @@ export function useService(name, opts = {}, hooks = {}) {
   return holder;
 }
 
-/** Parses the table `trellis up` prints: header SERVICE PORT PID URL. */
+/** Parses the table `trellis up` prints: header SERVICE PORT ADMIN PID URL. */
 export function parseUpTable(stdoutLines) {
   const rows = [];
-  const h = stdoutLines.findIndex((l) => /^\s*SERVICE\s+PORT\s+PID\s+URL\s*$/.test(l));
+  const h = stdoutLines.findIndex((l) => /^\s*SERVICE\s+PORT\s+ADMIN\s+PID\s+URL\s*$/.test(l));
   if (h < 0) return { header: false, rows };
   for (let i = h + 1; i < stdoutLines.length; i++) {
-    const m = /^\s*([a-z][a-z0-9_-]*)\s+(\d+)\s+(\d+)\s+(\S+)\s*$/.exec(stdoutLines[i]);
+    const m = /^\s*([a-z][a-z0-9_-]*)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s*$/.exec(stdoutLines[i]);
     if (!m) break;
-    rows.push({ service: m[1], port: Number(m[2]), pid: Number(m[3]), url: m[4] });
+    rows.push({ service: m[1], port: Number(m[2]), adminPort: Number(m[3]), pid: Number(m[4]), url: m[5] });
   }
   return { header: true, rows };
 }
@@ -346,9 +353,11 @@ export function parseUpTable(stdoutLines) {
 export async function startUp(opts = {}) {
   const { only, args = [], env = {}, timeoutMs = T(30000) } = opts;
   const portBase = opts.portBase ?? (await freePortBase());
+  // The admin listeners get a free range of their own (default: base + 1000).
+  const adminPortBase = opts.adminPortBase ?? (await freePortBase());
   const ownDir = !opts.dataDir;
   const dataDir = opts.dataDir || tempDir('trellis-up-');
-  const argv = ['up', '--port-base', String(portBase), '--data', dataDir];
+  const argv = ['up', '--port-base', String(portBase), '--admin-port-base', String(adminPortBase), '--data', dataDir];
   if (only) argv.push('--only', Array.isArray(only) ? only.join(',') : only);
   argv.push(...args);
   const proc = spawn(TRELLIS_BIN, argv, {
@@ -377,6 +386,7 @@ export async function startUp(opts = {}) {
     proc,
     pid: proc.pid,
     portBase,
+    adminPortBase,
     dataDir,
     stdoutLines,
     stderrLines,
