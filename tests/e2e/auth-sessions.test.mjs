@@ -50,7 +50,7 @@ function randomUuidV7() {
  * (it answers 202 first and does the work shortly after; see
  * auth_account.c), from its auth_password_forgot_total counter. */
 async function forgotProcessed() {
-  const r = await request(`${auth.url}/metrics`);
+  const r = await request(`${auth.adminUrl}/metrics`);
   assert.equal(r.status, 200, r.text);
   let n = 0;
   for (const line of r.text.split('\n')) {
