@@ -21,7 +21,7 @@
 #include "kit/client.h"
 #include "kit/ratelimit.h"
 
-typedef struct gw_apikey_lookup gw_apikey_lookup_t;
+typedef struct tr_authn_lookup tr_authn_lookup_t;
 
 typedef enum gw_call_kind { GW_CALL_PROXY, GW_CALL_WEBSOCKET, GW_CALL_STATIC } gw_call_kind_t;
 
@@ -43,7 +43,7 @@ typedef struct gw_call {
     gw_upstream_ref_t *up;
 
     /* pending asynchronous steps (at most one at a time) */
-    gw_apikey_lookup_t *api_key_lookup;
+    tr_authn_lookup_t *api_key_lookup;
     tr_ratelimit_pending_t *rl_pending;
     tr_client_req_t *creq;
 

@@ -21,14 +21,11 @@
  * file that does not validate stops the start with exit code 2 and the
  * message naming the field.
  */
-#include "gateway/apikeys.h"
 #include "gateway/call.h"
-#include "gateway/edge_auth.h"
 #include "gateway/gateway.h"
 #include "gateway/health.h"
 #include "gateway/headers.h"
 #include "gateway/proxy.h"
-#include "gateway/revocations.h"
 #include "gateway/state.h"
 #include "gateway/table.h"
 #include "gateway/tunnel.h"
@@ -42,12 +39,12 @@
 #include <sys/stat.h>
 
 #include "kit/alloc.h"
+#include "kit/authn.h"
 #include "kit/config.h"
 #include "kit/log.h"
 
-#define SMALL_BODY      (64 * 1024)
-#define JWT_CACHE_SLOTS 1024
-#define MAX_WORKERS     256 /* the kit's limit on --workers */
+#define SMALL_BODY  (64 * 1024)
+#define MAX_WORKERS 256 /* the kit's limit on --workers */
 
 static const tr_option_t gateway_options[] = {
     {"routes", NULL, "routes file (JSON, see docs/gateway.md; default: the built-in routes)"},
@@ -61,14 +58,6 @@ static const tr_option_t gateway_options[] = {
      "append to the client's X-Forwarded-For instead of replacing it (behind another proxy)"},
     {"api-key-cache-ttl", "10s", "how long a valid X-API-Key is remembered"},
     {"api-key-negative-ttl", "2s", "how long a refused X-API-Key is remembered"},
-    {"revocation-poll", "250ms", "interval of the revoked-sessions poll to auth"},
-    {"jwt-alg", "HS256", "access-token algorithm: HS256, RS256 or ES256 (pinned, as auth)"},
-    {"jwt-secret", NULL, "HS256 secret (default: <data>/secrets/jwt_secret, shared with auth)"},
-    {"jwt-public-key", NULL, "PEM public key file for RS256/ES256"},
-    {"jwt-private-key", NULL, "PEM private key file (the public key is derived from it)"},
-    {"jwt-issuer", "trellis", "iss claim required"},
-    {"jwt-audience", "trellis", "aud claim required"},
-    {"jwt-leeway", "0s", "clock skew allowed for exp and nbf"},
     {NULL, NULL, NULL},
 };
 
@@ -157,21 +146,32 @@ int gw_decide(gw_call_t *call, const gw_live_t *live)
     memset(&req->identity, 0, sizeof(req->identity));
     req->authenticated = false;
     call->need_api_key = false;
-    switch (gw_edge_authenticate(gw, req, route, &why)) {
-    case GW_CRED_INVALID:
-        reject_401(req, why);
-        return 1;
-    case GW_CRED_API_KEY:
-        call->need_api_key = true;
-        return 0; /* roles are checked once the key is known (proxy.c) */
-    case GW_CRED_NONE:
-        if (route->auth == TR_AUTH_REQUIRED) {
+    /* Credentials are checked before anything depends on the upstream, so
+     * an anonymous caller learns nothing of the topology (401 before 503). */
+    if (route->auth != TR_AUTH_NONE) {
+        const char *authorization = tr_req_header(req, "Authorization");
+        if (authorization) {
+            switch (tr_authn_bearer(req, authorization, &why)) {
+            case TR_AUTHN_OK:
+                break;
+            case TR_AUTHN_UNAVAILABLE:
+                tr_res_header(req, "Retry-After", "1");
+                tr_respond_error(req, TR_ERR_UNAVAILABLE, why, NULL);
+                return 1;
+            case TR_AUTHN_NO_CREDENTIALS:
+            case TR_AUTHN_INVALID:
+                reject_401(req, why);
+                return 1;
+            }
+        } else if (route->api_key && tr_req_header(req, "X-API-Key")) {
+            call->need_api_key = true;
+            return 0; /* roles are checked once the key is known (proxy.c) */
+        } else if (route->auth == TR_AUTH_REQUIRED) {
             reject_401(req, "authentication required");
             return 1;
+        } else {
+            return 0;
         }
-        return 0;
-    case GW_CRED_OK:
-        break;
     }
     if (route->roles && !tr_role_allowed(route->roles, req->identity.role)) {
         tr_respond_error(req, TR_ERR_PERMISSION_DENIED, "your role does not allow this operation",
@@ -343,11 +343,7 @@ static int load_options(gw_state_t *st)
     st->env.port_base = (int)port_base;
     if ((rc = option_bool(cfg, "trust-forwarded", &st->trust_forwarded)) != 0 ||
         (rc = option_bool(cfg, "cors-credentials", &credentials)) != 0 ||
-        (rc = option_ms(cfg, "cors-max-age", 0, 86400000, &max_age)) != 0 ||
-        (rc = option_ms(cfg, "api-key-cache-ttl", 0, 3600000, &st->api_key_ttl_ms)) != 0 ||
-        (rc = option_ms(cfg, "api-key-negative-ttl", 0, 3600000, &st->api_key_negative_ttl_ms)) !=
-            0 ||
-        (rc = option_ms(cfg, "revocation-poll", 10, 60000, &st->revocation_poll_ms)) != 0)
+        (rc = option_ms(cfg, "cors-max-age", 0, 86400000, &max_age)) != 0)
         return rc;
     if (gw_cors_parse(&st->cors, tr_config_get(cfg, "cors-origins"), credentials, max_age, err,
                       sizeof(err)) != 0) {
@@ -374,18 +370,8 @@ static void register_metrics(gw_state_t *st)
                             "route,upstream,status");
     m->rate_limited = tr_counter_register("gateway_rate_limited_total",
                                           "Requests refused with 429, by route.", "route");
-    m->auth_rejections = tr_counter_register(
-        "gateway_auth_rejections_total", "Credentials refused at the edge, by reason.", "reason");
     m->reloads =
         tr_counter_register("gateway_routes_reloads_total", "Routes reloads by result.", "result");
-    m->api_key_lookups = tr_counter_register("gateway_api_key_lookups_total",
-                                             "X-API-Key checks by cache result.", "result");
-    m->revocation_poll_errors = tr_counter_register(
-        "gateway_revocation_poll_errors_total", "Failed polls of auth's revocation feed.", NULL);
-    m->revoked_sessions =
-        tr_gauge_register("gateway_revoked_sessions", "Revoked sessions known at the edge.");
-    m->revocation_feed_up = tr_gauge_register(
-        "gateway_revocation_feed_up", "1 while the last poll of the revocation feed succeeded.");
     m->websockets = tr_gauge_register("gateway_websockets_active",
                                       "WebSocket tunnels open through the gateway.");
 }
@@ -408,6 +394,18 @@ static void log_table(const char *msg, const gw_live_t *l)
     tr_log_json(TR_LOG_INFO, msg, f);
 }
 
+/* The kit's authenticator (revocation feed, API keys) asks the "auth"
+ * upstream of the routes table when it has one, else --auth-url. */
+static void follow_auth(gw_state_t *st, const gw_live_t *live)
+{
+    if (live->auth < 0) return;
+    const tr_upstream_t *up = live->ups[live->auth]->up;
+    tr_upstream_instance_info_t first;
+    if (tr_upstream_instance_count(up) == 0) return;
+    tr_upstream_instance_info(up, 0, 0, &first);
+    tr_service_set_auth(st->svc, first.address);
+}
+
 static void gw_reload(tr_service_t *svc)
 {
     gw_state_t *st = svc->state;
@@ -426,6 +424,7 @@ static void gw_reload(tr_service_t *svc)
         return;
     }
     gw_publish(st, live);
+    follow_auth(st, live);
     const char *labels[] = {"ok"};
     tr_counter_inc(st->m.reloads, labels);
     log_table("routes reloaded", live);
@@ -439,13 +438,7 @@ static void gw_close(tr_service_t *svc)
     if (!st) return;
     gw_live_unref(st->current);
     tr_ratelimit_free(st->rl);
-    tr_jwt_keys_free(st->jwt);
-    gw_revocations_free(st->revocations);
     gw_cors_free(&st->cors);
-    if (st->internal_token) {
-        memset(st->internal_token, 0, strlen(st->internal_token));
-        free(st->internal_token);
-    }
     free(st->workers);
     free(st->routes_path);
     free(st->upstream_host);
@@ -469,7 +462,6 @@ static int gw_init(tr_service_t *svc)
     atomic_init(&st->generation, 0);
     st->workers = tr_xcalloc(MAX_WORKERS, sizeof(gw_worker_t *));
     st->nworkers = MAX_WORKERS;
-    st->revocations = gw_revocations_new(MAX_WORKERS);
     register_metrics(st);
 
     if ((rc = load_options(st)) != 0) goto out;
@@ -478,8 +470,6 @@ static int gw_init(tr_service_t *svc)
         rc = -EINVAL;
         goto out;
     }
-    if ((rc = gw_edge_auth_init(st)) != 0) goto out;
-    if ((rc = tr_service_internal_token(svc, &st->internal_token)) != 0) goto out;
     if ((rc = load_table(st, &t, err, sizeof(err))) != 0) {
         tr_log_error("invalid routes: %s", err);
         rc = -EINVAL;
@@ -491,6 +481,7 @@ static int gw_init(tr_service_t *svc)
         goto out;
     }
     gw_publish(st, live);
+    follow_auth(st, live);
     log_table("routes loaded", live);
 out:
     if (rc != 0) gw_close(svc);
@@ -505,20 +496,15 @@ static int gw_worker_init(tr_worker_t *w)
     gw->w = w;
     gw->st = st;
     w->state = gw;
-    gw->jwt_cache = tr_jwt_cache_new(JWT_CACHE_SLOTS);
-    gw->api_keys = gw_apikey_cache_new();
     if ((rc = tr_client_new(w->loop, &gw->client)) != 0) goto fail;
     if ((rc = tr_ratelimit_worker_open(st->rl, w->loop, &gw->rl)) != 0) goto fail;
     if ((rc = gw_table_worker_open(gw)) != 0) goto fail;
-    if (w->index == 0 && (rc = gw_revocations_poller_start(gw)) != 0) goto fail;
     return 0;
 fail:
     tr_log_error("gateway worker %d: set-up failed (%d)", w->index, rc);
     gw_table_worker_close(gw);
     if (gw->rl) tr_ratelimit_worker_close(gw->rl);
     if (gw->client) tr_client_free(gw->client);
-    tr_jwt_cache_free(gw->jwt_cache);
-    gw_apikey_cache_free(gw->api_keys);
     free(gw);
     w->state = NULL;
     return rc;
@@ -528,13 +514,10 @@ static void gw_worker_close(tr_worker_t *w)
 {
     gw_worker_t *gw = w->state;
     if (!gw) return;
-    gw_revocations_poller_stop(gw);
     gw_tunnels_close_all(gw);
     gw_table_worker_close(gw);
     tr_ratelimit_worker_close(gw->rl);
     tr_client_free(gw->client);
-    tr_jwt_cache_free(gw->jwt_cache);
-    gw_apikey_cache_free(gw->api_keys);
     free(gw);
     w->state = NULL;
 }
@@ -548,6 +531,7 @@ const tr_service_def_t gateway_service = {
     .worker_init = gw_worker_init,
     .worker_close = gw_worker_close,
     .no_store = true,
+    .authn = true,
     .on_headers = gw_on_headers,
     .handle_claimed = gw_dispatch,
     .on_complete = gw_on_complete,

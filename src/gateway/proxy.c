@@ -42,7 +42,7 @@
  * timeouts; 502 bad_gateway for resets and garbage); after the head the
  * answer can only be cut short (tr_respond_abort).
  */
-#include "gateway/apikeys.h"
+#include "kit/authn.h"
 #include "gateway/call.h"
 #include "gateway/headers.h"
 #include "gateway/proxy.h"
@@ -96,7 +96,7 @@ static void on_cancel(tr_req_t *req, void *arg)
     gw_call_t *call = arg;
     (void)req;
     if (call->ended) return;
-    if (call->api_key_lookup) gw_apikey_cancel(call->api_key_lookup);
+    if (call->api_key_lookup) tr_authn_cancel(call->api_key_lookup);
     if (call->rl_pending) tr_ratelimit_cancel(call->rl_pending);
     if (call->creq) tr_client_cancel(call->creq);
     call->api_key_lookup = NULL;
@@ -109,37 +109,26 @@ static void on_cancel(tr_req_t *req, void *arg)
 
 /* ---- stage 2: API key --------------------------------------------------------- */
 
-static void api_key_decided(gw_call_t *call, int status, const gw_api_key_identity_t *id,
-                            const char *reason)
+static void api_key_decided(tr_req_t *req, tr_authn_result_t result, const char *why, void *arg)
 {
-    tr_req_t *req = call->req;
+    gw_call_t *call = arg;
     call->api_key_lookup = NULL;
-    if (status == -EACCES) {
-        const char *labels[] = {"invalid_api_key"};
-        tr_counter_inc(call->gw->st->m.auth_rejections, labels);
-        end_error(call, TR_ERR_UNAUTHENTICATED, reason ? reason : "invalid API key");
+    switch (result) {
+    case TR_AUTHN_OK:
+        break;
+    case TR_AUTHN_NO_CREDENTIALS:
+    case TR_AUTHN_INVALID:
+        end_error(call, TR_ERR_UNAUTHENTICATED, why ? why : "invalid API key");
         return;
-    }
-    if (status != 0) {
+    case TR_AUTHN_UNAVAILABLE:
         end_error(call, TR_ERR_UNAVAILABLE, "the API key cannot be checked right now");
         return;
     }
-    tr_identity_t *ident = &req->identity;
-    memset(ident, 0, sizeof(*ident));
-    memcpy(ident->user_id, id->user_id, sizeof(ident->user_id));
-    memcpy(ident->role, id->role, sizeof(ident->role));
-    memcpy(ident->method, "api_key", 8);
-    req->authenticated = true;
-    if (call->route->roles && !tr_role_allowed(call->route->roles, ident->role)) {
+    if (call->route->roles && !tr_role_allowed(call->route->roles, req->identity.role)) {
         end_error(call, TR_ERR_PERMISSION_DENIED, "your role does not allow this operation");
         return;
     }
     stage_rate_limit(call);
-}
-
-static void on_api_key(void *arg, int status, const gw_api_key_identity_t *id, const char *reason)
-{
-    api_key_decided(arg, status, id, reason);
 }
 
 static void stage_api_key(gw_call_t *call)
@@ -148,16 +137,8 @@ static void stage_api_key(gw_call_t *call)
         stage_rate_limit(call);
         return;
     }
-    int status = 0;
-    gw_api_key_identity_t id;
-    const char *reason = NULL;
-    int rc = gw_apikey_check(call->gw, call->hold->live, tr_req_header(call->req, "X-API-Key"),
-                             &status, &id, &reason, on_api_key, call, &call->api_key_lookup);
-    if (rc < 0) {
-        end_error(call, TR_ERR_UNAVAILABLE, "the API key cannot be checked right now");
-        return;
-    }
-    if (rc == 0) api_key_decided(call, status, &id, reason);
+    tr_authn_api_key(call->req, tr_req_header(call->req, "X-API-Key"), api_key_decided, call,
+                     &call->api_key_lookup);
 }
 
 /* ---- stage 3: rate limit ---------------------------------------------------------- */

@@ -22,25 +22,16 @@
 #include "gateway/routes.h"
 #include "gateway/table.h"
 #include "kit/client.h"
-#include "kit/jwt.h"
-#include "kit/jwtcache.h"
 #include "kit/metrics.h"
 #include "kit/ratelimit.h"
 #include "kit/service.h"
 
-typedef struct gw_revocations gw_revocations_t;
-typedef struct gw_apikey_cache gw_apikey_cache_t;
 typedef struct gw_tunnel gw_tunnel_t;
 
 typedef struct gw_metrics {
-    tr_counter_t *requests;        /* {route,upstream,status} */
-    tr_counter_t *rate_limited;    /* {route} */
-    tr_counter_t *auth_rejections; /* {reason} */
-    tr_counter_t *reloads;         /* {result} */
-    tr_counter_t *api_key_lookups; /* {result} */
-    tr_counter_t *revocation_poll_errors;
-    tr_gauge_t *revoked_sessions;
-    tr_gauge_t *revocation_feed_up;
+    tr_counter_t *requests;     /* {route,upstream,status} */
+    tr_counter_t *rate_limited; /* {route} */
+    tr_counter_t *reloads;      /* {result} */
     tr_gauge_t *websockets;
 } gw_metrics_t;
 
@@ -57,15 +48,9 @@ struct gw_state {
     size_t nworkers;
 
     tr_ratelimit_t *rl;
-    tr_jwt_keys_t *jwt;
-    char *internal_token;
     gw_cors_t cors;
     char *web_root; /* resolved directory, NULL when there is none */
     bool trust_forwarded;
-    uint64_t api_key_ttl_ms;
-    uint64_t api_key_negative_ttl_ms;
-    uint64_t revocation_poll_ms;
-    gw_revocations_t *revocations;
     gw_metrics_t m;
 };
 
@@ -74,15 +59,12 @@ struct gw_worker {
     gw_state_t *st;
     tr_client_t *client;
     tr_ratelimit_worker_t *rl;
-    tr_jwt_cache_t *jwt_cache;
-    gw_apikey_cache_t *api_keys;
 
     gw_hold_t *hold; /* current */
     uint64_t generation;
     uv_async_t *wake; /* a new table was published (freed by its close callback) */
 
     gw_tunnel_t *tunnels; /* open WebSocket tunnels (tunnel.c) */
-    void *poller;         /* worker 0: the revocation poller (revocations.c) */
 };
 
 static inline gw_state_t *gw_state_of(const tr_req_t *req)

@@ -81,8 +81,9 @@ struct tr__authn_worker {
     tr_client_t *client;
     tr_jwt_cache_t *jwt_cache;
     unsigned char api_key_hash_key[crypto_generichash_KEYBYTES];
-    api_key_slot_t *api_keys; /* API_KEY_SLOTS */
-    tr__revfeed_t *feed;      /* worker 0 only */
+    api_key_slot_t *api_keys;   /* API_KEY_SLOTS */
+    tr__revfeed_t *feed;        /* worker 0 only */
+    tr_authn_lookup_t *lookups; /* API-key checks waiting for auth */
 };
 
 /* ---- set-up ----------------------------------------------------------------- */
@@ -219,6 +220,9 @@ void tr__authn_worker_stop(tr__authn_worker_t *aw)
 {
     if (!aw) return;
     tr__revfeed_stop(aw->feed);
+    /* Lookups still waiting: their requests are freed by the server. */
+    while (aw->lookups)
+        tr_authn_cancel(aw->lookups);
     tr_client_free(aw->client);
     tr_jwt_cache_free(aw->jwt_cache);
     sodium_memzero(aw->api_keys, API_KEY_SLOTS * sizeof(api_key_slot_t));
@@ -228,13 +232,13 @@ void tr__authn_worker_stop(tr__authn_worker_t *aw)
 
 /* ---- bearer tokens ---------------------------------------------------------- */
 
-static tr__authn_result_t reject(tr__authn_t *a, const char **why, const char *reason,
-                                 const char *label)
+static tr_authn_result_t reject(tr__authn_t *a, const char **why, const char *reason,
+                                const char *label)
 {
     const char *labels[] = {label};
     tr_counter_inc(a->rejections, labels);
     *why = reason;
-    return TR__AUTHN_INVALID;
+    return TR_AUTHN_INVALID;
 }
 
 static bool copy_uuid_claim(const json_t *claims, const char *name, char out[40])
@@ -255,8 +259,8 @@ static const char *bearer_token(const char *authorization)
     return *t ? t : NULL;
 }
 
-static tr__authn_result_t verify_bearer(tr__authn_worker_t *aw, tr_req_t *req,
-                                        const char *authorization, const char **why)
+static tr_authn_result_t verify_bearer(tr__authn_worker_t *aw, tr_req_t *req,
+                                       const char *authorization, const char **why)
 {
     tr__authn_t *a = aw->a;
     tr_jwt_cached_t c;
@@ -285,7 +289,7 @@ static tr__authn_result_t verify_bearer(tr__authn_worker_t *aw, tr_req_t *req,
     }
     if (!atomic_load_explicit(&a->loaded, memory_order_acquire)) {
         *why = "revoked sessions not loaded yet, try again";
-        return TR__AUTHN_UNAVAILABLE;
+        return TR_AUTHN_UNAVAILABLE;
     }
     if (tr_revocations_contains(a->revocations, aw->w->index, c.sid))
         return reject(a, why, "session revoked", "revoked");
@@ -297,18 +301,33 @@ static tr__authn_result_t verify_bearer(tr__authn_worker_t *aw, tr_req_t *req,
     memcpy(id->method, "jwt", 4);
     id->expires_at = c.exp;
     req->authenticated = true;
-    return TR__AUTHN_OK;
+    return TR_AUTHN_OK;
 }
 
 /* ---- API keys --------------------------------------------------------------- */
 
-typedef struct key_lookup {
+struct tr_authn_lookup {
     tr__authn_worker_t *aw;
     tr_req_t *req;
-    tr__authn_done_fn done;
+    tr_authn_done_fn done;
+    void *arg;
+    tr__auth_call_t *call;
     uint8_t digest[32];
     char *body;
-} key_lookup_t;
+    tr_authn_lookup_t *prev, *next; /* in aw->lookups */
+};
+typedef tr_authn_lookup_t key_lookup_t;
+
+static void lookup_unlink_free(key_lookup_t *l)
+{
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        l->aw->lookups = l->next;
+    if (l->next) l->next->prev = l->prev;
+    free(l->body);
+    free(l);
+}
 
 static api_key_slot_t *slot_for(tr__authn_worker_t *aw, const uint8_t digest[32])
 {
@@ -324,10 +343,11 @@ static void count_lookup(tr__authn_t *a, const char *result)
 }
 
 /* Answers from a cache slot. */
-static void finish_from_slot(tr_req_t *req, const api_key_slot_t *s, tr__authn_done_fn done)
+static void finish_from_slot(tr_req_t *req, const api_key_slot_t *s, tr_authn_done_fn done,
+                             void *arg)
 {
     if (!s->valid) {
-        done(req, TR__AUTHN_INVALID, s->reason[0] ? s->reason : "invalid API key");
+        done(req, TR_AUTHN_INVALID, s->reason[0] ? s->reason : "invalid API key", arg);
         return;
     }
     tr_identity_t *id = &req->identity;
@@ -336,7 +356,7 @@ static void finish_from_slot(tr_req_t *req, const api_key_slot_t *s, tr__authn_d
     memcpy(id->role, s->role, sizeof(id->role));
     memcpy(id->method, "api_key", 8);
     req->authenticated = true;
-    done(req, TR__AUTHN_OK, NULL);
+    done(req, TR_AUTHN_OK, NULL, arg);
 }
 
 /* Stores auth's answer in a slot. Returns the slot, or NULL when the answer
@@ -371,31 +391,36 @@ static void key_answered(void *arg, int err, int status, json_t *doc)
 {
     key_lookup_t *l = arg;
     api_key_slot_t *s = NULL;
+    tr_req_t *req = l->req;
+    tr_authn_done_fn done = l->done;
+    void *done_arg = l->arg;
     if (err == 0 && status == 200) s = remember(l, doc);
-    if (!s) {
-        if (err == 0) tr_log_warn("API key check: unexpected answer from auth (status %d)", status);
-        count_lookup(l->aw->a, "error");
-        l->done(l->req, TR__AUTHN_UNAVAILABLE, "API keys cannot be checked right now");
-    } else {
-        api_key_slot_t copy = *s; /* the slot may be reused by the callback */
-        finish_from_slot(l->req, &copy, l->done);
-    }
-    free(l->body);
-    free(l);
+    if (!s && err == 0)
+        tr_log_warn("API key check: unexpected answer from auth (status %d)", status);
+    if (!s) count_lookup(l->aw->a, "error");
+    /* The slot may be reused by the callback's own lookups: copy first. */
+    api_key_slot_t copy;
+    if (s) copy = *s;
+    lookup_unlink_free(l);
+    if (!s)
+        done(req, TR_AUTHN_UNAVAILABLE, "API keys cannot be checked right now", done_arg);
+    else
+        finish_from_slot(req, &copy, done, done_arg);
 }
 
 static void check_api_key(tr__authn_worker_t *aw, tr_req_t *req, const char *key,
-                          tr__authn_done_fn done)
+                          tr_authn_done_fn done, void *arg, tr_authn_lookup_t **pending)
 {
     tr__authn_t *a = aw->a;
     uint8_t digest[32];
     size_t len = strlen(key);
+    if (pending) *pending = NULL;
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)key[i] <= 0x20 || (unsigned char)key[i] >= 0x7f) len = 0;
     if (len == 0 || len > API_KEY_MAX_LEN) {
         const char *why = NULL;
         reject(a, &why, "invalid API key", "malformed");
-        done(req, TR__AUTHN_INVALID, why);
+        done(req, TR_AUTHN_INVALID, why, arg);
         return;
     }
     crypto_generichash(digest, sizeof(digest), (const unsigned char *)key, len,
@@ -405,7 +430,7 @@ static void check_api_key(tr__authn_worker_t *aw, tr_req_t *req, const char *key
         sodium_memcmp(s->digest, digest, sizeof(digest)) == 0) {
         count_lookup(a, "hit");
         api_key_slot_t copy = *s;
-        finish_from_slot(req, &copy, done);
+        finish_from_slot(req, &copy, done, arg);
         return;
     }
     count_lookup(a, "miss");
@@ -413,38 +438,74 @@ static void check_api_key(tr__authn_worker_t *aw, tr_req_t *req, const char *key
     l->aw = aw;
     l->req = req;
     l->done = done;
+    l->arg = arg;
     memcpy(l->digest, digest, sizeof(digest));
     json_t *body = json_pack("{s:s%}", "key", key, len);
     l->body = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    /* No cancel on client disconnect: the lookup ends within its timeout
-     * and the answer is then discarded (http.h). */
     int rc = tr__auth_call(aw, "POST", "/internal/api-keys/verify", l->body, API_KEY_TIMEOUT,
-                           key_answered, l, NULL);
+                           key_answered, l, &l->call);
     if (rc != 0) {
         count_lookup(a, "error");
         free(l->body);
         free(l);
-        done(req, TR__AUTHN_UNAVAILABLE, "API keys cannot be checked right now");
+        done(req, TR_AUTHN_UNAVAILABLE, "API keys cannot be checked right now", arg);
+        return;
     }
+    l->next = aw->lookups;
+    if (l->next) l->next->prev = l;
+    aw->lookups = l;
+    if (pending) *pending = l;
 }
 
 void tr__authn_authenticate(tr__authn_worker_t *aw, tr_req_t *req, bool accept_api_key,
-                            tr__authn_done_fn done)
+                            tr_authn_done_fn done, void *arg)
 {
     const char *why = NULL;
     const char *authorization = tr_req_header(req, "Authorization");
     if (authorization) {
-        tr__authn_result_t r = verify_bearer(aw, req, authorization, &why);
-        done(req, r, why);
+        tr_authn_result_t r = verify_bearer(aw, req, authorization, &why);
+        done(req, r, why, arg);
         return;
     }
     const char *key = accept_api_key ? tr_req_header(req, "X-API-Key") : NULL;
     if (key) {
-        check_api_key(aw, req, key, done);
+        /* No cancel on client disconnect: the lookup ends within its
+         * timeout and the answer is then discarded (http.h). */
+        check_api_key(aw, req, key, done, arg, NULL);
         return;
     }
-    done(req, TR__AUTHN_NO_CREDENTIALS, NULL);
+    done(req, TR_AUTHN_NO_CREDENTIALS, NULL, arg);
+}
+
+tr_authn_result_t tr_authn_bearer(tr_req_t *req, const char *authorization, const char **why)
+{
+    tr__authn_worker_t *aw = tr__service_authn_worker(req);
+    *why = NULL;
+    if (!aw) {
+        *why = "this service does not authenticate";
+        return TR_AUTHN_UNAVAILABLE;
+    }
+    return verify_bearer(aw, req, authorization, why);
+}
+
+void tr_authn_api_key(tr_req_t *req, const char *key, tr_authn_done_fn done, void *arg,
+                      tr_authn_lookup_t **pending)
+{
+    tr__authn_worker_t *aw = tr__service_authn_worker(req);
+    *pending = NULL;
+    if (!aw) {
+        done(req, TR_AUTHN_UNAVAILABLE, "this service does not authenticate", arg);
+        return;
+    }
+    check_api_key(aw, req, key, done, arg, pending);
+}
+
+void tr_authn_cancel(tr_authn_lookup_t *l)
+{
+    if (!l) return;
+    tr__auth_call_cancel(l->call);
+    lookup_unlink_free(l);
 }
 
 /* ---- ownership -------------------------------------------------------------- */

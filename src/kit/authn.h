@@ -47,6 +47,44 @@
  * auth-url, api-key-cache-ttl, api-key-negative-ttl). */
 extern const tr_option_t tr_authn_options[];
 
+/* ---- for services that route requests themselves (the gateway) -----------
+ * A service whose def->authn is set gets the authenticator without
+ * declaring credentialed routes, and calls these itself for the requests
+ * its on_headers hook claims. Loop thread only. */
+
+typedef enum tr_authn_result {
+    TR_AUTHN_OK = 0,         /* req->identity filled, req->authenticated set */
+    TR_AUTHN_NO_CREDENTIALS, /* none sent (or an API key where not accepted) */
+    TR_AUTHN_INVALID,        /* refused: 401 with the reason */
+    TR_AUTHN_UNAVAILABLE     /* cannot decide now (revocations not loaded yet,
+                              * auth unreachable for an API key): 503 */
+} tr_authn_result_t;
+
+/* why is a short client-safe reason for INVALID and UNAVAILABLE (static
+ * storage); arg is the caller's. */
+typedef void (*tr_authn_done_fn)(tr_req_t *req, tr_authn_result_t result, const char *why,
+                                 void *arg);
+typedef struct tr_authn_lookup tr_authn_lookup_t;
+
+/* Verifies an Authorization header value (bearer JWT, then the revocation
+ * set) and fills req->identity on TR_AUTHN_OK. Synchronous. */
+tr_authn_result_t tr_authn_bearer(tr_req_t *req, const char *authorization, const char **why);
+
+/* Checks an X-API-Key. A cached (or malformed) key is decided at once: done
+ * is called before this returns and *pending is NULL. Otherwise auth is
+ * asked, *pending is set, and done comes later from the loop unless
+ * tr_authn_cancel(*pending) is called first. */
+void tr_authn_api_key(tr_req_t *req, const char *key, tr_authn_done_fn done, void *arg,
+                      tr_authn_lookup_t **pending);
+/* Abandons a pending lookup: done will not be called. */
+void tr_authn_cancel(tr_authn_lookup_t *l);
+
+/* Points this process's authenticator at auth's address "host:port"
+ * (replacing --auth-url), e.g. when the gateway's routes table names auth.
+ * Any thread. Returns 0, -ENOENT without an authenticator, or -EINVAL. */
+struct tr_service;
+int tr_service_set_auth(struct tr_service *svc, const char *instance);
+
 /* The set of revoked sessions this process checks tokens against, for the
  * service that revokes sessions (auth): it merges its own revocations into
  * it at once (tr_revocations_merge), so its very next request refuses them

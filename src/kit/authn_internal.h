@@ -44,24 +44,16 @@ tr_revocations_t *tr__authn_revocations(const tr__authn_t *a);
 /* True once the first revocation-feed answer was applied (/readyz). */
 bool tr__authn_ready(const tr__authn_t *a);
 
-/* Outcome of tr__authn_authenticate. */
-typedef enum tr__authn_result {
-    TR__AUTHN_OK = 0,         /* req->identity filled, req->authenticated set */
-    TR__AUTHN_NO_CREDENTIALS, /* none sent (or an API key where not accepted) */
-    TR__AUTHN_INVALID,        /* refused: 401 with the reason */
-    TR__AUTHN_UNAVAILABLE     /* cannot decide now (revocations not loaded,
-                               * auth unreachable for an API key): 503 */
-} tr__authn_result_t;
-
-/* Called with the outcome; why is a short client-safe reason for INVALID and
- * UNAVAILABLE (static storage). */
-typedef void (*tr__authn_done_fn)(tr_req_t *req, tr__authn_result_t result, const char *why);
-
-/* Authenticates req, then calls done exactly once: at once for a bearer
- * token (before this returns), later from the loop for an API key that is
- * not cached. */
+/* Authenticates req for a route (bearer token, else an API key when
+ * accepted), then calls done exactly once: at once for a bearer token
+ * (before this returns), later from the loop for an API key that is not
+ * cached. */
 void tr__authn_authenticate(tr__authn_worker_t *aw, tr_req_t *req, bool accept_api_key,
-                            tr__authn_done_fn done);
+                            tr_authn_done_fn done, void *arg);
+
+/* The authenticator of req's worker, NULL when the service has none
+ * (service.c). */
+tr__authn_worker_t *tr__service_authn_worker(const tr_req_t *req);
 
 /* ---- calls to auth's /internal/ endpoints (authn.c) ----------------------- */
 

@@ -183,7 +183,9 @@ static void request(tr__revfeed_t *f)
     char target[128];
     if (f->stopping || f->call) return;
     if (f->since < 0) f->since = tr_now_ms() - INITIAL_WINDOW_MS;
-    int wait = f->first ? 0 : WAIT_MS;
+    /* The first request, and the first after an outage, answer at once:
+     * they load (or catch up on) what happened meanwhile. */
+    int wait = f->first || !f->up ? 0 : WAIT_MS;
     snprintf(target, sizeof(target),
              "/internal/revocations?since=%" PRId64 "&known=%" PRId64 "&wait=%d", f->since,
              f->known, wait);

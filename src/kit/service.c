@@ -75,6 +75,18 @@ tr_store_t *tr_worker_store(const tr_worker_t *w)
     return impl->stores[w->index];
 }
 
+tr__authn_worker_t *tr__service_authn_worker(const tr_req_t *req)
+{
+    const service_impl_t *impl = (const service_impl_t *)req->worker->service;
+    return impl->authn_workers ? impl->authn_workers[req->worker->index] : NULL;
+}
+
+int tr_service_set_auth(tr_service_t *svc, const char *instance)
+{
+    service_impl_t *impl = (service_impl_t *)svc;
+    return impl->authn ? tr__authn_set_auth(impl->authn, instance) : -ENOENT;
+}
+
 tr_revocations_t *tr_service_revocations(const tr_service_t *svc)
 {
     const service_impl_t *impl = (const service_impl_t *)svc;
@@ -134,7 +146,9 @@ static void handle_readyz(tr_req_t *req)
         }
     }
     const service_impl_t *impl = (const service_impl_t *)svc;
-    if (impl->authn && !tr__authn_ready(impl->authn)) {
+    /* A service that routes requests itself (the gateway) serves its public
+     * routes meanwhile; its credentialed ones answer 503 until loaded. */
+    if (impl->authn && !svc->def->authn && !tr__authn_ready(impl->authn)) {
         tr_respond_error(req, TR_ERR_UNAVAILABLE, "revoked sessions not loaded yet", NULL);
         return;
     }
@@ -175,22 +189,23 @@ static void run_handler(tr_req_t *req)
     route->handler(req);
 }
 
-static void authenticated(tr_req_t *req, tr__authn_result_t result, const char *why)
+static void authenticated(tr_req_t *req, tr_authn_result_t result, const char *why, void *arg)
 {
+    (void)arg;
     switch (result) {
-    case TR__AUTHN_OK:
+    case TR_AUTHN_OK:
         break;
-    case TR__AUTHN_NO_CREDENTIALS:
+    case TR_AUTHN_NO_CREDENTIALS:
         if (TR_AUTH_MODE(req->route->auth) != TR_AUTH_REQUIRED) break;
         why = "authentication required";
         /* fall through */
-    case TR__AUTHN_INVALID:
+    case TR_AUTHN_INVALID:
         memset(&req->identity, 0, sizeof(req->identity));
         req->authenticated = false;
         tr_res_header(req, "WWW-Authenticate", "Bearer");
         tr_respond_error(req, TR_ERR_UNAUTHENTICATED, why, NULL);
         return;
-    case TR__AUTHN_UNAVAILABLE:
+    case TR_AUTHN_UNAVAILABLE:
         memset(&req->identity, 0, sizeof(req->identity));
         req->authenticated = false;
         tr_res_header(req, "Retry-After", "1");
@@ -224,7 +239,7 @@ static void dispatch(tr_req_t *req)
         return;
     }
     tr__authn_authenticate(impl->authn_workers[req->worker->index], req,
-                           (route->auth & TR_AUTH_API_KEY) != 0, authenticated);
+                           (route->auth & TR_AUTH_API_KEY) != 0, authenticated, NULL);
 }
 
 /* Probes, metrics scrapes and service-to-service plumbing (see QUIET
@@ -388,9 +403,10 @@ int tr_service_internal_token(const tr_service_t *svc, char **out)
 }
 
 /* Loads the internal token when some route needs it. */
-/* True when some route of def asks for credentials. */
+/* True when some route of def asks for credentials (or def->authn). */
 static bool wants_authn(const tr_service_def_t *def)
 {
+    if (def->authn) return true;
     for (size_t i = 0; i < def->nroutes; i++)
         if (TR_AUTH_MODE(def->routes[i].auth) != TR_AUTH_NONE) return true;
     return false;
@@ -401,15 +417,13 @@ static bool wants_authn(const tr_service_def_t *def)
 static int load_internal_token(service_impl_t *impl)
 {
     const tr_service_def_t *def = impl->pub.def;
-    for (size_t i = 0; i < def->nroutes; i++) {
-        if (strncmp(def->routes[i].pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) != 0 &&
-            TR_AUTH_MODE(def->routes[i].auth) == TR_AUTH_NONE)
-            continue;
-        int rc = tr_service_internal_token(&impl->pub, &impl->internal_token);
-        if (rc == 0) impl->internal_token_len = strlen(impl->internal_token);
-        return rc;
-    }
-    return 0;
+    bool needed = wants_authn(def);
+    for (size_t i = 0; i < def->nroutes && !needed; i++)
+        needed = strncmp(def->routes[i].pattern, INTERNAL_PREFIX, sizeof(INTERNAL_PREFIX) - 1) == 0;
+    if (!needed) return 0;
+    int rc = tr_service_internal_token(&impl->pub, &impl->internal_token);
+    if (rc == 0) impl->internal_token_len = strlen(impl->internal_token);
+    return rc;
 }
 
 static int build_router(service_impl_t *impl)

@@ -55,6 +55,10 @@ typedef struct tr_service_def {
     /* The auth service itself: the kit's authenticator asks this process's
      * own listener for revocations and API keys instead of --auth-url. */
     bool authn_self;
+    /* Gets the kit's authenticator although no route of the table asks for
+     * credentials: the service authenticates the requests it claims itself
+     * (kit/authn.h, tr_authn_bearer / tr_authn_api_key). */
+    bool authn;
 
     /* ---- optional hooks for services that are not ordinary (the gateway) ---- */
 

@@ -47,7 +47,7 @@ before(async () => {
   auth = await startService('auth', { dataDir, args: ['--jwt-secret', SECRET_HEX] });
   gw = await startGateway({
     dataDir,
-    args: ['--jwt-secret', SECRET_HEX, '--revocation-poll', '100ms'],
+    args: ['--jwt-secret', SECRET_HEX],
     routes: {
       version: 1,
       rate_limits: { 'two-per-user': { rate: 0.01, burst: 2, key: 'user' } },
@@ -331,7 +331,7 @@ test('auth down: the edge keeps serving valid tokens and refusing known revoked 
   assert.equal((await get('/api/prot/x', user.access_token)).status, 200, 'fail open for tokens that were valid');
   assertError(assert, await get('/api/prot/x', revokedToken), 401, 'unauthenticated');
   let m = await request(gw.adminUrl + '/metrics');
-  assert.match(m.text, /^gateway_revocation_feed_up 0$/m);
+  assert.match(m.text, /^auth_revocation_feed_up 0$/m);
   // An API key nobody has checked yet cannot be checked now: 503, not a guess.
   assertError(assert, await request(url('/api/keyed/x'), { headers: { 'X-API-Key': 'trk_never_seen_before_0123456789' } }), 503, 'unavailable');
 
@@ -341,6 +341,6 @@ test('auth down: the edge keeps serving valid tokens and refusing known revoked 
   assert.equal(auth.port, port);
   await gw.waitLog((e) => e.msg === 'revocation feed restored' && gw.logs.indexOf(e) >= mark2, T(5000));
   m = await request(gw.adminUrl + '/metrics');
-  assert.match(m.text, /^gateway_revocation_feed_up 1$/m);
+  assert.match(m.text, /^auth_revocation_feed_up 1$/m);
   assertError(assert, await get('/api/prot/x', revokedToken), 401, 'unauthenticated');
 });
