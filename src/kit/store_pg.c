@@ -43,9 +43,11 @@
  *    the socket without blocking (PQconsumeInput): a backend that was
  *    terminated has sent its FATAL and closed, so the connection is seen to
  *    be bad and is reset before the statement is sent, and the caller never
- *    notices. A connection that breaks during a statement fails that
- *    statement with TR_STORE_EBUSY (its outcome is unknown, so it is not
- *    retried here) and is reset on its next use.
+ *    notices. A connection found lost while preparing a statement (which
+ *    changes nothing) outside a transaction is reset and the statement
+ *    prepared again, once. A connection that breaks while a statement runs
+ *    fails that statement with TR_STORE_EBUSY (its outcome is unknown, so
+ *    it is not retried here) and is reset on its next use.
  *
  * 7. A missing database (the server answers 3D000 at connect time, which
  *    libpq does not expose as a SQLSTATE) is detected by asking the
@@ -67,6 +69,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,12 +275,35 @@ static void cache_clear(pg_store_t *s)
     s->cached = 0;
 }
 
+/* True when the server closed the connection (or it failed): checked
+ * without blocking, for an idle connection only. */
+static bool peer_closed(PGconn *conn)
+{
+    struct pollfd p = {.fd = PQsocket(conn), .events = POLLIN | POLLRDHUP};
+    if (p.fd < 0) return true;
+    if (poll(&p, 1, 0) != 1) return false;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 /* Makes sure the connection is usable before a statement (note 6). Inside a
  * transaction a lost connection is an error: the transaction is gone. */
 static int ensure_connected(pg_store_t *s)
 {
-    if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) == PQTRANS_IDLE)
-        PQconsumeInput(s->conn); /* notices a closed socket without blocking */
+    if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) == PQTRANS_IDLE &&
+        peer_closed(s->conn))
+        PQconsumeInput(s->conn); /* reads the end: the connection turns bad */
+    if (PQstatus(s->conn) == CONNECTION_OK && PQtransactionStatus(s->conn) == PQTRANS_IDLE &&
+        peer_closed(s->conn)) {
+        /* libpq has not noticed yet; the socket says the server is gone. */
+        cache_clear(s);
+        PQreset(s->conn);
+        if (PQstatus(s->conn) != CONNECTION_OK) {
+            set_pq_error(s, PQerrorMessage(s->conn));
+            return TR_STORE_EBUSY;
+        }
+        PQsetNoticeProcessor(s->conn, ignore_notice, NULL);
+        return 0;
+    }
     if (PQstatus(s->conn) == CONNECTION_OK) return 0;
     cache_clear(s);
     PQreset(s->conn);
@@ -458,7 +484,14 @@ static int run(pg_store_t *s, const char *sql, const tr__store_param_t *params, 
 
     *res = NULL;
     if ((rc = ensure_connected(s)) != 0) return rc;
-    if ((rc = prepare(s, sql, params, n, &e)) != 0) return rc;
+    bool idle = PQtransactionStatus(s->conn) == PQTRANS_IDLE;
+    rc = prepare(s, sql, params, n, &e);
+    /* Preparing changes nothing, so a connection found lost there (outside
+     * a transaction) is reset and the statement tried again, once. */
+    if (rc == TR_STORE_EBUSY && idle && PQstatus(s->conn) == CONNECTION_BAD &&
+        (rc = ensure_connected(s)) == 0)
+        rc = prepare(s, sql, params, n, &e);
+    if (rc != 0) return rc;
     if (n > 0) nums = tr_xmalloc(n * sizeof(*nums));
     param_values(params, n, values, nums);
     PGresult *r = PQexecPrepared(s->conn, e->name, (int)n, values, NULL, NULL, 0);

@@ -17,6 +17,7 @@
  *    queued jobs out of the queue under the lock, so a thread either took a
  *    job before (it is in flight and detach waits for it) or never sees it.
  */
+#include "kit/store_job.h"
 #include "kit/store_pool.h"
 #include "kit/alloc.h"
 #include "kit/log.h"
@@ -274,4 +275,12 @@ void tr__store_pool_submit(tr__store_pool_client_t *c, unsigned flags, tr_store_
         free(j);
         complete(arg, ctx, rc);
     }
+}
+
+size_t tr__store_pool_queued(tr__store_pool_t *pool)
+{
+    uv_mutex_lock(&pool->lock);
+    size_t n = pool->queued;
+    uv_mutex_unlock(&pool->lock);
+    return n;
 }

@@ -72,6 +72,9 @@ void tr__store_pool_detach(tr__store_pool_client_t *c);
 void tr__store_pool_submit(tr__store_pool_client_t *c, unsigned flags, tr_store_job_fn job,
                            void *ctx, tr__store_complete_fn complete, void *arg);
 
+/* Jobs waiting for a thread now (for metrics and tests). Any thread. */
+size_t tr__store_pool_queued(tr__store_pool_t *pool);
+
 /* The pool client of a service worker, or NULL when the service's database
  * is not networked (then jobs run inline on tr_worker_store). Defined by
  * the service runner (service.c). */
