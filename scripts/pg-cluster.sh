@@ -98,13 +98,14 @@ cmd_stop() {
 
 cmd_run() {
   [ $# -gt 0 ] || die "usage: pg-cluster.sh run CMD [ARGS...]"
-  local base dir url rc
-  base="$(mktemp -d "${TMPDIR:-/tmp}/trellis-pg.XXXXXX")"
-  chmod 755 "$base"
-  dir="$base/cluster"
-  trap 'cmd_stop "$dir" 2>/dev/null || true; rm -rf "$base"' EXIT
+  local url rc
+  # Globals: the EXIT trap runs after this function's locals are gone.
+  RUN_BASE="$(mktemp -d "${TMPDIR:-/tmp}/trellis-pg.XXXXXX")"
+  chmod 755 "$RUN_BASE"
+  RUN_DIR="$RUN_BASE/cluster"
+  trap 'if [ -d "$RUN_DIR/data" ]; then cmd_stop "$RUN_DIR" || true; fi; rm -rf "$RUN_BASE"' EXIT
   trap 'exit 130' INT TERM
-  url="$(cmd_start "$dir")"
+  url="$(cmd_start "$RUN_DIR")"
   echo "pg-cluster: test cluster at $url" >&2
   set +e
   TRELLIS_TEST_PG_URL="$url" "$@"
