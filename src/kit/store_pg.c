@@ -157,11 +157,15 @@ static int fail_result(pg_store_t *s, const PGresult *res)
 /* ---- connecting (notes 6 and 7) ------------------------------------------ */
 
 /* Connects to conninfo, or to its server's "postgres" database when
- * maintenance is set (a later "dbname" overrides the one in the URL). */
+ * maintenance is set (a later "dbname" overrides the one in the URL). The
+ * defaults before the URL (a connect timeout, so an unreachable host fails
+ * a start instead of hanging it; the application name) yield to the URL's
+ * own values. */
 static PGconn *connect_to(const char *conninfo, bool maintenance)
 {
-    const char *keys[] = {"dbname", "application_name", maintenance ? "dbname" : NULL, NULL};
-    const char *vals[] = {conninfo, "trellis", "postgres", NULL};
+    const char *keys[] = {"connect_timeout", "application_name", "dbname",
+                          maintenance ? "dbname" : NULL, NULL};
+    const char *vals[] = {"10", "trellis", conninfo, "postgres", NULL};
     return PQconnectdbParams(keys, vals, 1);
 }
 
@@ -202,6 +206,7 @@ static int create_database(const char *conninfo, char *err, size_t errlen)
                        NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 0) goto out;
     PQclear(res);
+    res = NULL;
     quoted = PQescapeIdentifier(admin, name, strlen(name));
     if (!quoted) {
         snprintf(err, errlen, "cannot quote the database name");

@@ -157,6 +157,18 @@ describe('a service on PostgreSQL', opts, () => {
     }
   });
 
+  test('trellis admin works on a PostgreSQL database and never prints its URL', opts, async () => {
+    const name = uniqueDb('admin');
+    const url = pgDatabaseUrl(name);
+    const r = await runCli(['admin', 'create-user', '--db', url, '--email', 'Root@Example.test', '--password', 'correct horse battery staple', '--role', 'admin']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(psql(url, 'SELECT email, role, banned, approved FROM users'), ['root@example.test|admin|0|1']);
+    const bad = await runCli(['admin', 'outbox', '--db', 'postgres://trellis:sekrit@127.0.0.1:1/x']);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /cannot open the database/);
+    assert.ok(!(bad.stdout + bad.stderr).includes('sekrit'));
+  });
+
   test('--db-pool must be a positive count', opts, async () => {
     const dataDir = tempDir('trellis-pg-pool-');
     try {
