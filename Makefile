@@ -8,6 +8,13 @@ DATA       ?= ./data
 
 .PHONY: all deps build build-asan build-release run test test-unit test-e2e test-asan bench fuzz format clean npm
 
+# PostgreSQL for the tests: `make test` starts one throwaway cluster
+# (scripts/pg-cluster.sh) for the whole run and exports TRELLIS_TEST_PG_URL;
+# a target run on its own starts its own unless that is already set.
+PG_RUN = $(if $(TRELLIS_TEST_PG_URL),,$(CURDIR)/scripts/pg-cluster.sh run)
+# The e2e files the release build runs with every service on PostgreSQL.
+E2E_PG_TESTS ?= tests/e2e/
+
 all: build
 
 deps:
@@ -44,17 +51,27 @@ node_modules/.package-lock.json: package.json package-lock.json
 npm: deps node_modules/.package-lock.json
 
 test-unit: build
-	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD) && $(PG_RUN) ctest --output-on-failure -j $(JOBS)
 
+# Release build: e2e on PostgreSQL. (The ASan build runs the suite on SQLite.)
 test-e2e: build npm
+	TRELLIS_BIN=$(abspath $(BUILD))/trellis TRELLIS_E2E_DB=postgres \
+		$(PG_RUN) node --test --test-concurrency=2 $(E2E_PG_TESTS)
+
+# The whole e2e suite on SQLite with the release build.
+test-e2e-sqlite: build npm
 	TRELLIS_BIN=$(abspath $(BUILD))/trellis node --test --test-concurrency=2 tests/e2e/
 
 test-asan: build-asan npm
-	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		$(PG_RUN) ctest --output-on-failure -j $(JOBS)
 	TRELLIS_BIN=$(abspath $(BUILD_SAN))/trellis ASAN_OPTIONS=detect_leaks=1 TRELLIS_E2E_SANITIZED=1 \
-		node --test --test-concurrency=2 tests/e2e/
+		$(PG_RUN) node --test --test-concurrency=2 tests/e2e/
 
-test: test-unit test-e2e test-asan build-release
+# One PostgreSQL cluster for the whole run, stopped afterwards even on failure.
+# The gcc Release build is compiled too (every build type must be clean).
+test: build build-asan build-release npm
+	./scripts/pg-cluster.sh run $(MAKE) --no-print-directory test-unit test-e2e test-asan
 
 bench: build
 	./scripts/deps.sh bench

@@ -15,6 +15,10 @@
 # It reports; it never fails because a target was missed. It exits non-zero
 # only when it cannot measure (missing wrk, service does not start).
 #
+# Then the me / refresh / login runs again with auth's database on a
+# throwaway PostgreSQL cluster (scripts/pg-cluster.sh; PG=0 skips it,
+# DB_POOL sets --db-pool, default 4), reported beside the SQLite figures.
+#
 # Environment: DURATION (10s), CONNECTIONS (64), THREADS (2), WORKERS (2),
 # LOG_LEVEL (info: the service's default; nginx then writes an access log
 # too, so the comparison stays like for like), SESSIONS (refresh-token pool,
@@ -53,13 +57,49 @@ run_wrk() {
 }
 
 # ------------------------------------------------------------------ trellis
-PORT=$(free_port)
-"$BIN" serve auth --port "$PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
-  2>"$TMP/auth.log" &
-AUTH_PID=$!
-PIDS+=("$AUTH_PID")
-URL="http://127.0.0.1:$PORT"
-if ! wait_ok "$URL/readyz"; then
+# start_auth LOG ARGS...: starts auth on a free port, sets AUTH_PID and URL;
+# fails when it does not become ready.
+start_auth() {
+  local log=$1
+  shift
+  local port
+  port=$(free_port)
+  "$BIN" serve auth --port "$port" --workers "$WORKERS" --log-level "$LOG_LEVEL" "$@" 2>"$log" &
+  AUTH_PID=$!
+  PIDS+=("$AUTH_PID")
+  URL="http://127.0.0.1:$port"
+  wait_ok "$URL/readyz"
+}
+
+# register_users PREFIX: registers $SESSIONS accounts on $URL and leaves
+# $TMP/PREFIXusers.txt, $TMP/PREFIXrefresh_tokens.txt and ACCESS. The login
+# run rotates over the accounts (see bench/lua/login.lua) and each
+# registration opens the session whose refresh token starts one chain of the
+# refresh run (see bench/lua/refresh.lua).
+register_users() {
+  local prefix=$1 f
+  echo "bench: registering $SESSIONS users" >&2
+  seq 1 "$SESSIONS" | xargs -P 8 -I{} curl -fsS -o "$TMP/${prefix}user.{}.json" \
+    -H 'Content-Type: application/json' \
+    -d "{\"email\":\"bench{}@example.test\",\"password\":\"$PASSWORD\"}" "$URL/api/auth/register" ||
+    return 1
+  for i in $(seq 1 "$SESSIONS"); do echo "bench$i@example.test"; done >"$TMP/${prefix}users.txt"
+  # (printf: the answers end without a newline, which sed keeps.)
+  for f in "$TMP/${prefix}"user.*.json; do printf '%s\n' "$(json_field refresh_token <"$f")"; done \
+    >"$TMP/${prefix}refresh_tokens.txt"
+  ACCESS=$(json_field access_token <"$TMP/${prefix}user.1.json")
+  [ -n "$ACCESS" ] && [ "$(wc -l <"$TMP/${prefix}refresh_tokens.txt")" -eq "$SESSIONS" ]
+}
+
+# auth_runs PREFIX: the me / refresh / login runs, results named PREFIXme...
+auth_runs() {
+  local prefix=$1
+  run_wrk "${prefix}me" "$URL" me.lua "$ACCESS"
+  run_wrk "${prefix}refresh" "$URL" refresh.lua "$TMP/${prefix}refresh_tokens.txt" "$THREADS"
+  run_wrk "${prefix}login" "$URL" login.lua "$TMP/${prefix}users.txt" "$PASSWORD" "$THREADS"
+}
+
+if ! start_auth "$TMP/auth.log" --data "$TMP/data"; then
   echo "bench: trellis serve auth did not become ready; its log:" >&2
   cat "$TMP/auth.log" >&2
   exit 1
@@ -67,34 +107,52 @@ fi
 echo "bench: trellis auth pid $AUTH_PID on $URL" >&2
 sleep 1
 RSS_IDLE_KB=$(rss_kb "$AUTH_PID")
-
-# Accounts: the login run rotates over them (see bench/lua/login.lua) and
-# each registration opens the session whose refresh token starts one chain of
-# the refresh run (see bench/lua/refresh.lua).
-echo "bench: registering $SESSIONS users" >&2
-seq 1 "$SESSIONS" | xargs -P 8 -I{} curl -fsS -o "$TMP/user.{}.json" \
-  -H 'Content-Type: application/json' \
-  -d "{\"email\":\"bench{}@example.test\",\"password\":\"$PASSWORD\"}" "$URL/api/auth/register" || {
-  echo "bench: registering the bench users failed" >&2
-  exit 1
-}
-for i in $(seq 1 "$SESSIONS"); do echo "bench$i@example.test"; done >"$TMP/users.txt"
-# (printf: the answers end without a newline, which sed keeps.)
-for f in "$TMP"/user.*.json; do printf '%s\n' "$(json_field refresh_token <"$f")"; done >"$TMP/refresh_tokens.txt"
-ACCESS=$(json_field access_token <"$TMP/user.1.json")
-if [ -z "$ACCESS" ] || [ "$(wc -l <"$TMP/refresh_tokens.txt")" -ne "$SESSIONS" ]; then
-  echo "bench: registration failed: $(cat "$TMP/user.1.json")" >&2
+if ! register_users ""; then
+  echo "bench: registering the bench users failed: $(cat "$TMP/user.1.json" 2>/dev/null)" >&2
   exit 1
 fi
 
 echo "bench: wrk -t $THREADS -c $CONNECTIONS -d $DURATION" >&2
 run_wrk healthz "$URL/healthz" healthz.lua
-run_wrk me "$URL" me.lua "$ACCESS"
-run_wrk refresh "$URL" refresh.lua "$TMP/refresh_tokens.txt" "$THREADS"
-run_wrk login "$URL" login.lua "$TMP/users.txt" "$PASSWORD" "$THREADS"
+auth_runs ""
 
 sleep 2
 RSS_AFTER_KB=$(rss_kb "$AUTH_PID")
+kill -TERM "$AUTH_PID" 2>/dev/null || true
+wait "$AUTH_PID" 2>/dev/null || true
+
+# ------------------------------------------------------------------ trellis on PostgreSQL
+# The same runs with auth's database on a throwaway PostgreSQL cluster
+# (scripts/pg-cluster.sh, loopback, fsync off) and its --db-pool. PG=0 skips.
+PG_STATUS=""
+PG_DIR=""
+stop_pg() {
+  if [ -n "$PG_DIR" ]; then "$HERE/../scripts/pg-cluster.sh" stop "$PG_DIR/cluster" >/dev/null 2>&1 || true; fi
+  if [ -n "$PG_DIR" ]; then rm -rf "$PG_DIR"; fi
+  cleanup
+}
+if [ "${PG:-1}" = "0" ]; then
+  PG_STATUS="skipped (PG=0)"
+elif ! ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
+  PG_STATUS="skipped (PostgreSQL not installed: scripts/deps.sh)"
+else
+  PG_DIR=$(mktemp -d /tmp/trellis-bench-pg.XXXXXX)
+  chmod 755 "$PG_DIR" # the cluster runs as the postgres user when we are root
+  trap stop_pg EXIT
+  if ! PG_URL=$("$HERE/../scripts/pg-cluster.sh" start "$PG_DIR/cluster"); then
+    PG_STATUS="not measured: the cluster did not start"
+  elif ! start_auth "$TMP/auth-pg.log" --data "$TMP/data-pg" --db "${PG_URL}bench_auth" \
+    --db-pool "${DB_POOL:-4}"; then
+    PG_STATUS="not measured: auth on PostgreSQL did not become ready"
+    tail -20 "$TMP/auth-pg.log" >&2
+  elif ! register_users "pg_"; then
+    PG_STATUS="not measured: registration failed on PostgreSQL (auth's handlers need tr_store_run)"
+    tail -5 "$TMP/auth-pg.log" >&2
+  else
+    echo "bench: trellis auth on PostgreSQL, pid $AUTH_PID on $URL, pool ${DB_POOL:-4}" >&2
+    auth_runs "pg_"
+  fi
+fi
 
 # ------------------------------------------------------------------ nginx
 NGINX_VERSION=""
@@ -164,6 +222,13 @@ fi
 row "GET /api/auth/me" me ">= 50000 req/s" "$(verdict "$(field me 1)" 50000)"
 row "POST /api/auth/refresh" refresh ">= 5000 req/s" "$(verdict "$(field refresh 1)" 5000)"
 row "POST /api/auth/login" login "(argon2id bound)" "-"
+if [ -z "$PG_STATUS" ]; then
+  row "PG GET /api/auth/me" pg_me "(PostgreSQL)" "-"
+  row "PG POST /api/auth/refresh" pg_refresh "(PostgreSQL)" "-"
+  row "PG POST /api/auth/login" pg_login "(PostgreSQL)" "-"
+else
+  printf '%-28s %s\n' "PostgreSQL runs" "$PG_STATUS"
+fi
 idle_mb=$(awk -v k="$RSS_IDLE_KB" 'BEGIN {printf "%.1f", k / 1024}')
 after_mb=$(awk -v k="$RSS_AFTER_KB" 'BEGIN {printf "%.1f", k / 1024}')
 idle_ok=$(awk -v k="$RSS_IDLE_KB" 'BEGIN {print (k < 10240) ? "met" : "MISSED"}')

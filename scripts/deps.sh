@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Trellis builds, tests and benchmarks with
-# (prometheus is there for promtool, which checks our /metrics output).
+# (prometheus is there for promtool, which checks our /metrics output;
+# postgresql for the throwaway test cluster of scripts/pg-cluster.sh).
 # Idempotent: checks each package first and runs `apt-get update` once, only
 # when something is missing. Prints what it installs. Needs root (or sudo).
 set -euo pipefail
@@ -9,7 +10,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libuv1-dev node-llhttp libjansson-dev libjwt-dev libsodium-dev libssl-dev
   libsqlite3-dev libpq-dev libhiredis-dev libwslay-dev libcurl4-openssl-dev
-  libcmocka-dev nodejs wrk curl prometheus redis-server
+  libcmocka-dev nodejs wrk curl prometheus redis-server postgresql postgresql-client
 )
 
 # Bench-only extras are requested with `deps.sh bench`.

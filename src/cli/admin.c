@@ -132,10 +132,11 @@ static int open_auth_db(const admin_args_t *a, tr_config_t **cfg, tr_store_t **d
         }
         url = tr_xasprintf("sqlite://%s/auth.db", data);
     }
+    /* The URL is not printed: a PostgreSQL URL may hold a password. */
     if ((rc = tr_store_open(url, db)) != 0) {
-        fprintf(stderr, "trellis admin: cannot open %s (%d)\n", url, rc);
+        fprintf(stderr, "trellis admin: cannot open the database: %s\n", tr_store_errmsg(NULL));
     } else if ((rc = tr_store_migrate(*db, &auth_migrations)) != 0) {
-        fprintf(stderr, "trellis admin: migrating %s failed: %s\n", url, tr_store_errmsg(*db));
+        fprintf(stderr, "trellis admin: migrating the database failed: %s\n", tr_store_errmsg(*db));
     }
     free(url);
     return rc;

@@ -25,6 +25,13 @@
  * kit/admin.h; loopback) on --admin-port-base + its offset, by default
  * port-base + 1000 (gateway 9000, auth 9001). The ready table shows both.
  *
+ * DATABASES. `--database-url postgres://user@host[:port]/[?options]` puts
+ * every service that has a database on that PostgreSQL server, each in a
+ * database of its own, trellis_<service> (created by the store engine when
+ * missing). The child gets it as TRELLIS_DB (the environment form of --db)
+ * rather than as a flag, so a password in the URL never shows in `ps`.
+ * Without it each service keeps its SQLite file in --data.
+ *
  * READINESS. A child is ready when a GET /readyz on its port answers 200.
  * Probes run every PROBE_INTERVAL_MS until then; a probe is one short-lived
  * TCP connection.
@@ -33,6 +40,7 @@
 #include "services/registry.h"
 #include "kit/alloc.h"
 #include "kit/buf.h"
+#include "kit/store.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -85,6 +93,7 @@ struct child {
     uint64_t backoff_ms;
     uv_timer_t restart_timer;
     uv_timer_t probe_timer;
+    char *db_env; /* "TRELLIS_DB=<url>" under --database-url, else NULL */
 };
 
 struct supervisor {
@@ -95,6 +104,7 @@ struct supervisor {
     char data_dir[PATH_MAX];
     char routes[PATH_MAX]; /* --blueprint's routes file, "" when none */
     const char *host;
+    const char *database_url; /* --database-url, NULL when not given */
     int port_base;
     int admin_port_base; /* 0: port_base + 1000 */
     uint64_t stop_timeout_ms;
@@ -362,15 +372,18 @@ static void on_child_exit(uv_process_t *proc, int64_t status, int signo)
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
 }
 
-static char **child_env(const supervisor_t *sup)
+static char **child_env(const supervisor_t *sup, const child_t *c)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    char **env = tr_xcalloc(n + 3, sizeof(char *));
+    char **env = tr_xcalloc(n + 4, sizeof(char *));
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "TRELLIS_SUPERVISOR_PID=", 23) != 0) env[k++] = environ[i];
+        if (strncmp(environ[i], "TRELLIS_SUPERVISOR_PID=", 23) != 0 &&
+            !(c->db_env && strncmp(environ[i], "TRELLIS_DB=", 11) == 0))
+            env[k++] = environ[i];
+    if (c->db_env) env[k++] = c->db_env;
     env[k++] = (char *)sup->supervisor_pid_env;
     if (sup->auth_url_env[0]) env[k++] = (char *)sup->auth_url_env;
     env[k] = NULL;
@@ -391,7 +404,7 @@ static void start_child(child_t *c)
         args[11] = "--routes";
         args[12] = sup->routes;
     }
-    char **env = child_env(sup);
+    char **env = child_env(sup, c);
     run_t *run = tr_xcalloc(1, sizeof(*run));
     uv_process_options_t opts = {0};
     uv_stdio_container_t stdio[3];
@@ -477,11 +490,12 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static void up_usage(FILE *out)
 {
-    fprintf(out, "usage: trellis up [--only a,b] [--data DIR] [--port-base N] [--host H]\n"
-                 "                  [--admin-port-base N] [--stop-timeout SECONDS]\n"
-                 "                  [--blueprint NAME]\n"
-                 "admin listeners (/metrics) are on 127.0.0.1 at --admin-port-base + offset\n"
-                 "(default: --port-base + 1000)\n");
+    fprintf(out,
+            "usage: trellis up [--only a,b] [--data DIR] [--port-base N] [--host H]\n"
+            "                  [--admin-port-base N] [--stop-timeout SECONDS]\n"
+            "                  [--blueprint NAME] [--database-url postgres://user@host[:port]/]\n"
+            "admin listeners (/metrics) are on 127.0.0.1 at --admin-port-base + offset\n"
+            "(default: --port-base + 1000)\n");
 }
 
 static const char *flag_value(int argc, char **argv, int *i, const char *name)
@@ -527,6 +541,37 @@ static int resolve_blueprint(supervisor_t *sup, const char *name)
         return -EINVAL;
     }
     return 0;
+}
+
+/* --database-url must name a PostgreSQL server and no database (each
+ * service gets its own): postgres[ql]://[user[:password]@]host[:port][/]
+ * with optional ?options. The URL is never echoed: it may hold a password. */
+static int check_database_url(const char *url)
+{
+    const char *auth = strstr(url, "://");
+    if (!tr_store_url_networked(url) || !auth) {
+        fprintf(stderr, "trellis up: --database-url must be a postgres:// URL\n");
+        return -EINVAL;
+    }
+    auth += 3;
+    const char *slash = strchr(auth, '/'), *query = strchr(auth, '?');
+    if (query && slash && slash > query) slash = NULL;
+    if (slash && slash + 1 != (query ? query : slash + strlen(slash))) {
+        fprintf(stderr, "trellis up: --database-url names a database; give the server only "
+                        "(postgres://user@host:port/): each service gets trellis_<name>\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* "TRELLIS_DB=<url with /trellis_<name> as its path>". */
+static char *service_db_env(const char *url, const char *name)
+{
+    const char *auth = strstr(url, "://") + 3;
+    const char *query = strchr(auth, '?');
+    size_t base = query ? (size_t)(query - url) : strlen(url);
+    if (base > 0 && url[base - 1] == '/') base--;
+    return tr_xasprintf("TRELLIS_DB=%.*s/trellis_%s%s", (int)base, url, name, query ? query : "");
 }
 
 /* Every name in --only must be a known service. */
@@ -577,6 +622,9 @@ static int parse_args(supervisor_t *sup, int argc, char **argv, const char **onl
                 return -EINVAL;
             }
             sup->admin_port_base = (int)n;
+        } else if ((v = flag_value(argc, argv, &i, "--database-url"))) {
+            if (check_database_url(v) != 0) return -EINVAL;
+            sup->database_url = v;
         } else if ((v = flag_value(argc, argv, &i, "--blueprint"))) {
             if (resolve_blueprint(sup, v) != 0) return -EINVAL;
         } else if ((v = flag_value(argc, argv, &i, "--stop-timeout"))) {
@@ -655,6 +703,8 @@ int trellis_up_main(int argc, char **argv)
         c->port = sup.port_base + def->port_offset;
         c->admin_port = sup.admin_port_base + def->port_offset;
         c->backoff_ms = BACKOFF_MIN_MS;
+        if (sup.database_url && !def->no_store)
+            c->db_env = service_db_env(sup.database_url, def->name);
         uv_timer_init(&loop, &c->restart_timer);
         uv_timer_init(&loop, &c->probe_timer);
         c->restart_timer.data = c->probe_timer.data = c;
@@ -673,6 +723,8 @@ int trellis_up_main(int argc, char **argv)
 
     uv_run(&loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&loop);
+    for (size_t i = 0; i < sup.nchildren; i++)
+        free(sup.children[i].db_env);
     free(sup.children);
     return rc == 0 ? 0 : 1;
 }

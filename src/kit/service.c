@@ -32,6 +32,8 @@
 #include "kit/log.h"
 #include "kit/metrics.h"
 #include "kit/store_engine.h"
+#include "kit/store_job.h"
+#include "kit/store_pool.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -46,8 +48,10 @@
 /* Kit-private per-service state, reachable from workers via w->service. */
 typedef struct service_impl {
     tr_service_t pub;    /* first, so a tr_service_t * is a service_impl * */
-    tr_store_t **stores; /* one connection per worker, indexed by worker */
+    tr_store_t **stores; /* one connection per worker, indexed by worker (SQLite) */
     int workers;
+    tr__store_pool_t *pool;                 /* networked database: the connections */
+    tr__store_pool_client_t **pool_clients; /* per worker, indexed by worker */
     tr_router_t *router;
     char *internal_token; /* loaded when the service has /internal/ or credentialed routes */
     size_t internal_token_len;
@@ -93,6 +97,12 @@ tr_revocations_t *tr_service_revocations(const tr_service_t *svc)
     return impl->authn ? tr__authn_revocations(impl->authn) : NULL;
 }
 
+tr__store_pool_client_t *tr__worker_store_pool(const tr_worker_t *w)
+{
+    service_impl_t *impl = (service_impl_t *)w->service;
+    return impl->pool_clients ? impl->pool_clients[w->index] : NULL;
+}
+
 tr_service_t *tr_req_service(const tr_req_t *req)
 {
     return tr_worker_service(req->worker);
@@ -134,16 +144,20 @@ static void handle_healthz(tr_req_t *req)
     tr_respond(req, 200, "application/json", body, sizeof(body) - 1);
 }
 
-static void handle_readyz(tr_req_t *req)
+static int ping_job(tr_store_t *db, void *ctx)
+{
+    (void)ctx;
+    return tr_store_ping(db);
+}
+
+static void readyz_answer(tr_req_t *req, void *ctx, int rc)
 {
     tr_service_t *svc = tr_req_service(req);
     const char *why = NULL;
-    if (!svc->def->no_store) {
-        tr_store_t *db = tr_req_store(req);
-        if (!db || tr_store_ping(db) != 0) {
-            tr_respond_error(req, TR_ERR_UNAVAILABLE, "database not usable", NULL);
-            return;
-        }
+    (void)ctx;
+    if (rc != 0) {
+        tr_respond_error(req, TR_ERR_UNAVAILABLE, "database not usable", NULL);
+        return;
     }
     const service_impl_t *impl = (const service_impl_t *)svc;
     /* A service that routes requests itself (the gateway) serves its public
@@ -158,6 +172,16 @@ static void handle_readyz(tr_req_t *req)
     }
     static const char body[] = "{\"status\":\"ready\"}";
     tr_respond(req, 200, "application/json", body, sizeof(body) - 1);
+}
+
+/* The database ping runs like any handler's database work: on the pool for
+ * a networked database, so /readyz never blocks the loop. */
+static void handle_readyz(tr_req_t *req)
+{
+    if (tr_req_service(req)->def->no_store)
+        readyz_answer(req, NULL, 0);
+    else
+        tr_store_run(req, 0, ping_job, readyz_answer, NULL);
 }
 
 static const tr_route_t builtin_routes[] = {
@@ -283,11 +307,28 @@ static void on_complete(tr_req_t *req, int status, size_t bytes_sent, double sec
     }
 }
 
+/* A worker of a service on a networked database attaches to the pool
+ * instead of opening a connection of its own. */
+static int worker_attach_pool(service_impl_t *impl, tr_worker_t *w)
+{
+    int rc = tr__store_pool_attach(impl->pool, w->loop, &impl->pool_clients[w->index]);
+    if (rc != 0) tr_log_error("worker %d: cannot attach to the database pool (%d)", w->index, rc);
+    return rc;
+}
+
+static void worker_detach_pool(service_impl_t *impl, tr_worker_t *w)
+{
+    if (!impl->pool) return;
+    tr__store_pool_detach(impl->pool_clients[w->index]);
+    impl->pool_clients[w->index] = NULL;
+}
+
 static int worker_start(tr_worker_t *w)
 {
     service_impl_t *impl = (service_impl_t *)w->service;
     int rc = 0;
-    if (!impl->pub.def->no_store &&
+    if (impl->pool && (rc = worker_attach_pool(impl, w)) != 0) return rc;
+    if (!impl->pub.def->no_store && !impl->pool &&
         (rc = tr_store_open(impl->pub.db_url, &impl->stores[w->index])) != 0) {
         tr_log_error("worker %d: cannot open database (%d)", w->index, rc);
         return rc;
@@ -298,6 +339,7 @@ static int worker_start(tr_worker_t *w)
         impl->authn_workers[w->index] = NULL;
         tr_store_close(impl->stores[w->index]);
         impl->stores[w->index] = NULL;
+        worker_detach_pool(impl, w);
     }
     return rc;
 }
@@ -311,6 +353,7 @@ static void worker_stop(tr_worker_t *w)
     impl->authn_workers[w->index] = NULL;
     tr_store_close(impl->stores[w->index]);
     impl->stores[w->index] = NULL;
+    worker_detach_pool(impl, w);
 }
 
 /* ---- start-up helpers --------------------------------------------------- */
@@ -392,6 +435,34 @@ static int migrate(const tr_service_t *svc)
     if (rc != 0) tr_log_error("migrations failed: %s", tr_store_errmsg(db));
     tr_store_close(db);
     return rc;
+}
+
+/* Starts the store pool when the service's database is networked
+ * (store_pool.h); SQLite services keep a connection per worker. */
+static int pool_start(service_impl_t *impl, int workers)
+{
+    const tr_service_t *svc = &impl->pub;
+    int64_t threads;
+    if (svc->def->no_store || !tr_store_url_networked(svc->db_url)) return 0;
+    if (config_uint(svc->config, "db-pool", tr_config_int, 1, &threads) ||
+        threads > TR_STORE_POOL_MAX_THREADS)
+        return -EINVAL;
+    int rc = tr__store_pool_start(svc->db_url, (int)threads,
+                                  (size_t)threads * TR_STORE_POOL_QUEUE_PER_THREAD, &impl->pool);
+    if (rc != 0) {
+        tr_log_error("cannot open the database pool: %s", tr_store_errmsg(NULL));
+        return rc;
+    }
+    impl->pool_clients = tr_xcalloc((size_t)workers, sizeof(*impl->pool_clients));
+    return 0;
+}
+
+static void pool_stop(service_impl_t *impl)
+{
+    tr__store_pool_stop(impl->pool);
+    impl->pool = NULL;
+    free(impl->pool_clients);
+    impl->pool_clients = NULL;
 }
 
 int tr_service_internal_token(const tr_service_t *svc, char **out)
@@ -557,8 +628,8 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
 {
     static const tr_option_t no_options[] = {{NULL, NULL, NULL}};
     const tr_option_t *sets[16] = {tr_config_common_options, tr_service_options, tr_admin_options,
-                                   def->options ? def->options : no_options};
-    size_t nsets = 4;
+                                   tr_store_pool_options, def->options ? def->options : no_options};
+    size_t nsets = 5;
     if (wants_authn(def)) sets[nsets++] = tr_authn_options;
     for (size_t i = 0; def->option_sets && def->option_sets[i] && nsets < 15; i++)
         sets[nsets++] = def->option_sets[i];
@@ -623,6 +694,10 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     impl.workers = sc.workers;
     impl.stores = tr_xcalloc((size_t)sc.workers, sizeof(tr_store_t *));
     impl.authn_workers = tr_xcalloc((size_t)sc.workers, sizeof(tr__authn_worker_t *));
+    if ((rc = pool_start(&impl, sc.workers)) != 0) {
+        if (rc == -EINVAL) exit_code = 2;
+        goto close_service;
+    }
     sc.router = impl.router;
     sc.dispatch = dispatch;
     sc.worker_start = worker_start;
@@ -669,6 +744,7 @@ int tr_service_run(const tr_service_def_t *def, int argc, char **argv)
     exit_code = 0;
 
 close_service:
+    pool_stop(&impl);
     if (def->close) def->close(svc);
 out:
     tr__authn_free(impl.authn);

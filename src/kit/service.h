@@ -12,8 +12,11 @@
  * SIGTERM/SIGINT drains and exits 0. Routes under /internal/ require the
  * internal service token (see INTERNAL ROUTES below).
  *
- * Each worker thread opens its own store connection (w->state is the
- * service's; tr_worker_store(w) is the kit's).
+ * On SQLite each worker thread opens its own store connection (w->state is
+ * the service's; tr_worker_store(w) is the kit's). On a networked database
+ * (PostgreSQL) the workers get no connection: a bounded pool of --db-pool
+ * connections, each on its own thread, runs the database work handlers
+ * hand to tr_store_run (store_job.h, store_pool.h).
  */
 #ifndef TR_SERVICE_H
 #define TR_SERVICE_H
@@ -103,7 +106,10 @@ struct tr_service {
  * for start failures. */
 int tr_service_run(const tr_service_def_t *def, int argc, char **argv);
 
-/* The service that owns a worker, and that worker's database connection. */
+/* The service that owns a worker, and that worker's database connection:
+ * NULL for a service without a database and for one on a networked
+ * database, whose connections belong to the store pool and must never be
+ * used on a loop (use tr_store_run). */
 tr_service_t *tr_worker_service(const tr_worker_t *w);
 tr_store_t *tr_worker_store(const tr_worker_t *w);
 /* Shorthands from a request. */

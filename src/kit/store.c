@@ -5,8 +5,8 @@
  *
  * 1. Engines. A URL's scheme picks a struct tr_store_engine (store_engine.h);
  *    everything else about the engine is hidden behind that table, so adding
- *    PostgreSQL means one new file and one line in `engines` below, and no
- *    service changes. A URL without a scheme is a SQLite file path.
+ *    PostgreSQL took one new file (store_pg.c) and one line in `engines`
+ *    below, and no service changes. A URL without a scheme is a SQLite file path.
  *
  * 2. Parameters. The "t/i/b" format and its varargs are decoded here, once,
  *    into an array of tr__store_param_t, so engines never touch va_list and
@@ -27,12 +27,12 @@
  *    logged. tr_store_open never logs: a URL may carry a password. The reason
  *    an open failed is kept per thread for tr_store_errmsg(NULL).
  *
- * 5. Migrations. Each migration runs in its own BEGIN IMMEDIATE transaction
- *    that first re-checks schema_migrations: the write lock is taken before
- *    the check, so when several processes start at once exactly one applies
- *    a version and the others see it recorded and skip it. A cheap check
- *    outside any transaction skips already-applied versions without taking
- *    the write lock on every start.
+ * 5. Migrations. Each migration runs in its own transaction that first
+ *    takes the engine's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+ *    BEGIN plus a transaction-scoped advisory lock) and then re-checks
+ *    schema_migrations: the lock is taken before the check, so when several processes start at once
+ * exactly one applies a version and the others see it recorded and skip it. A cheap check outside
+ * any transaction skips already-applied versions without taking the write lock on every start.
  */
 #include "kit/store.h"
 #include "kit/alloc.h"
@@ -55,8 +55,8 @@ static const struct {
     const struct tr_store_engine *engine; /* NULL: known but not built in */
 } engines[] = {
     {"sqlite", &tr__store_sqlite_engine},
-    {"postgres", NULL},
-    {"postgresql", NULL},
+    {"postgres", &tr__store_pg_engine},
+    {"postgresql", &tr__store_pg_engine},
 };
 
 void tr__store_set_error(tr_store_t *db, const char *fmt, ...)
@@ -158,6 +158,22 @@ int tr_store_open(const char *url, tr_store_t **out)
     (*out)->open_rows = NULL;
     (*out)->errmsg[0] = '\0';
     return 0;
+}
+
+bool tr_store_url_networked(const char *url)
+{
+    const struct tr_store_engine *engine = NULL;
+    const char *target = NULL;
+    char saved[sizeof(open_error)];
+    memcpy(saved, open_error, sizeof(saved));
+    bool networked = parse_url(url, &engine, &target) == 0 && engine->networked;
+    memcpy(open_error, saved, sizeof(saved));
+    return networked;
+}
+
+bool tr_store_networked(const tr_store_t *db)
+{
+    return db->engine->networked;
 }
 
 void tr_store_close(tr_store_t *db)
@@ -364,6 +380,19 @@ static void rollback_keep_error(tr_store_t *db)
     memcpy(db->errmsg, saved, sizeof(saved));
 }
 
+/* BEGIN, then the engine's migration lock where BEGIN alone does not
+ * serialize migrating processes (PostgreSQL). */
+static int begin_migration(tr_store_t *db)
+{
+    int rc = tr_store_begin(db);
+    if (rc != 0 || !db->engine->lock_migrations) return rc;
+    if ((rc = db->engine->lock_migrations(db)) != 0) {
+        report(db, rc, "migration lock");
+        rollback_keep_error(db);
+    }
+    return rc;
+}
+
 static int is_applied(tr_store_t *db, int version, bool *applied)
 {
     tr_rows_t *rows = NULL;
@@ -384,7 +413,7 @@ static int apply_one(tr_store_t *db, const tr_migration_t *m)
     int rc;
 
     if ((rc = is_applied(db, m->version, &applied)) != 0 || applied) return rc;
-    if ((rc = tr_store_begin(db)) != 0) return rc;
+    if ((rc = begin_migration(db)) != 0) return rc;
     /* Re-checked under the write lock: another process may have won. */
     if ((rc = is_applied(db, m->version, &applied)) != 0) goto out;
     if (applied) goto out;
@@ -424,7 +453,7 @@ int tr_store_migrate(tr_store_t *db, const tr_migrations_t *set)
 
     /* In a write transaction, so concurrent starters queue on the lock rather
      * than race to create the table. */
-    if ((rc = tr_store_begin(db)) != 0) return rc;
+    if ((rc = begin_migration(db)) != 0) return rc;
     rc = db->engine->exec_script(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
                                      " version BIGINT PRIMARY KEY,"
                                      " name TEXT NOT NULL,"

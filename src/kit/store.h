@@ -1,6 +1,6 @@
 /*
  * store.h - the service database: one interface over SQLite (embedded
- * default) and, later, PostgreSQL.
+ * default, store_sqlite.c) and PostgreSQL (store_pg.c).
  *
  * SQL is written once with $1, $2, ... placeholders, which both engines
  * understand. Values are only ever bound, never spliced into SQL. Parameter
@@ -9,7 +9,8 @@
  * and cached by their SQL text.
  *
  * A tr_store_t is one connection; it is used by one thread at a time (each
- * worker opens its own). Timestamps are stored as RFC 3339 UTC text with
+ * SQLite worker opens its own; PostgreSQL connections belong to the
+ * threads of the store pool, store_pool.h). Timestamps are stored as RFC 3339 UTC text with
  * milliseconds or as unix milliseconds in integer columns.
  */
 #ifndef TR_STORE_H
@@ -46,11 +47,21 @@ typedef struct tr_migrations {
 } tr_migrations_t;
 
 /* Opens a database by URL: "sqlite:///abs/path.db", "sqlite://relative.db" or
- * a plain path. SQLite is opened with WAL, foreign keys on and a busy timeout.
- * Returns 0 or a negative code (-ENOTSUP for postgres:// until that engine
- * exists); *out is NULL on failure and tr_store_errmsg(NULL) says why. Never
- * logs (a URL may hold a password). */
+ * a plain path (SQLite, opened with WAL, foreign keys on and a busy
+ * timeout); "postgres://user[:password]@host[:port]/dbname[?options]" or
+ * "postgresql://..." (any libpq URL). A PostgreSQL database that does not
+ * exist is created (through the server's "postgres" database, same
+ * credentials) and connected to once more. Returns 0 or a negative code;
+ * *out is NULL on failure and tr_store_errmsg(NULL) says why. Never logs
+ * (a URL may hold a password). */
 int tr_store_open(const char *url, tr_store_t **out);
+
+/* True when url names a database reached over the network (PostgreSQL),
+ * whose statements must not run on an event loop (see store_job.h); false
+ * for SQLite and for URLs tr_store_open would refuse. */
+bool tr_store_url_networked(const char *url);
+/* The same for an open connection. */
+bool tr_store_networked(const tr_store_t *db);
 void tr_store_close(tr_store_t *db);
 
 /* Applies, in one transaction each, the migrations whose version is not yet
@@ -84,7 +95,9 @@ void tr_rows_free(tr_rows_t *rows);
  * error. */
 int tr_rows_first_int(int rc, tr_rows_t *rows, int64_t *out);
 
-/* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front).
+/* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front; plain
+ * BEGIN, READ COMMITTED unless the session says otherwise, on PostgreSQL,
+ * where row locks are taken with SELECT ... FOR UPDATE).
  * tr_store_rollback also closes an open cursor and is a no-op returning 0
  * when no transaction is open, so cleanup paths may always call it. */
 int tr_store_begin(tr_store_t *db);

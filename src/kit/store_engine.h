@@ -44,7 +44,10 @@ struct tr_rows {
 };
 
 struct tr_store_engine {
-    const char *name; /* "sqlite" */
+    const char *name; /* "sqlite", "postgres" */
+    /* True for a database reached over the network: a service then runs its
+     * jobs on the store pool's threads, never on an event loop. */
+    bool networked;
     /* Opens target (the URL with its scheme removed). On failure returns a
      * negative code, *out is NULL and err holds a reason. */
     int (*open)(const char *target, tr_store_t **out, char *err, size_t errlen);
@@ -66,9 +69,14 @@ struct tr_store_engine {
     int (*begin)(tr_store_t *db);
     int (*commit)(tr_store_t *db);
     int (*rollback)(tr_store_t *db);
+    /* Called right after BEGIN in each migration transaction, to serialize
+     * processes migrating at once; NULL when BEGIN already does (SQLite's
+     * BEGIN IMMEDIATE). */
+    int (*lock_migrations)(tr_store_t *db);
 };
 
 extern const struct tr_store_engine tr__store_sqlite_engine;
+extern const struct tr_store_engine tr__store_pg_engine;
 
 /* Statement-cache figures of a SQLite connection (for metrics and tests).
  * Returns -EINVAL when db is not a SQLite connection. */

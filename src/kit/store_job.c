@@ -1,22 +1,24 @@
 /*
  * store_job.c - running a request's database work (see store_job.h).
  *
- * Today every engine the kit opens is SQLite, which runs inline on the
- * worker's own connection. The networked engine's pool plugs in at
- * run_job_on: a service whose database is networked hands the job to its
- * pool instead, and the pool calls tr__store_job_execute on one of its
- * threads and done back on the request's loop.
+ * A service on SQLite runs the job inline on the worker's own connection. A
+ * service whose database is networked has a store pool (store_pool.c) and
+ * each worker a client of it: the job goes to a pool thread, and done comes
+ * back on the request's loop through the client's async.
  *
  * DETACHED JOBS (tr_store_run_detached) wait on a one-shot timer of the
  * worker's loop and then run like a request's job; the networked engine's
  * pool takes them at the same point. Their timers are uv handles that the
  * server's shutdown would close without running them, hence the
- * per-thread list that tr__store_detached_flush drains first.
+ * per-thread list that tr__store_detached_flush drains first: inline on
+ * SQLite; on a networked database the pool is shutting down by then, so
+ * such a job finishes with -ESHUTDOWN (logged) without running.
  */
 #include "kit/store_job.h"
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <uv.h>
 
@@ -24,6 +26,7 @@
 #include "kit/log.h"
 #include "kit/store_engine.h"
 #include "kit/service.h"
+#include "kit/store_pool.h"
 
 int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, void *ctx)
 {
@@ -38,9 +41,29 @@ int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, v
     return rc;
 }
 
+/* What a pooled job needs to finish its request (allocated on the request). */
+typedef struct req_done {
+    tr_req_t *req;
+    tr_store_done_fn done;
+} req_done_t;
+
+static void complete_request(void *arg, void *ctx, int rc)
+{
+    req_done_t *d = arg;
+    d->done(d->req, ctx, rc);
+}
+
 void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_done_fn done,
                   void *ctx)
 {
+    tr__store_pool_client_t *pool = tr__worker_store_pool(req->worker);
+    if (pool) {
+        req_done_t *d = tr_req_alloc(req, sizeof(*d));
+        d->req = req;
+        d->done = done;
+        tr__store_pool_submit(pool, flags, job, ctx, complete_request, d);
+        return;
+    }
     tr_store_t *db = tr_worker_store(req->worker);
     int rc = db ? tr__store_job_execute(db, flags, job, ctx) : -ESHUTDOWN;
     done(req, ctx, rc);
@@ -67,8 +90,7 @@ static void detached_closed(uv_handle_t *h)
     free(h->data);
 }
 
-/* Runs d (once), unlinks it and closes its timer, which frees it. */
-static void detached_run(detached_t *d)
+static void unlink_detached(detached_t *d)
 {
     for (detached_t **p = &pending_detached; *p; p = &(*p)->next) {
         if (*p == d) {
@@ -76,15 +98,38 @@ static void detached_run(detached_t *d)
             break;
         }
     }
-    tr_store_t *db = tr_worker_store(d->worker);
-    int rc = db ? tr__store_job_execute(db, d->flags, d->job, d->ctx) : -ESHUTDOWN;
-    d->finish(d->ctx, rc);
+}
+
+/* A pooled detached job came back. */
+static void complete_detached(void *arg, void *ctx, int rc)
+{
+    tr_store_finish_fn finish = (tr_store_finish_fn)(uintptr_t)arg;
+    finish(ctx, rc);
+}
+
+/* Runs d (once; inline, or handed to the pool when due), unlinks it and
+ * closes its timer, which frees it. */
+static void detached_run(detached_t *d, bool stopping)
+{
+    unlink_detached(d);
+    tr__store_pool_client_t *pool = tr__worker_store_pool(d->worker);
+    if (pool && !stopping) {
+        tr__store_pool_submit(pool, d->flags, d->job, d->ctx, complete_detached,
+                              (void *)(uintptr_t)d->finish);
+    } else if (pool) {
+        tr_log_warn("background database work dropped at shutdown");
+        d->finish(d->ctx, -ESHUTDOWN);
+    } else {
+        tr_store_t *db = tr_worker_store(d->worker);
+        int rc = db ? tr__store_job_execute(db, d->flags, d->job, d->ctx) : -ESHUTDOWN;
+        d->finish(d->ctx, rc);
+    }
     uv_close((uv_handle_t *)&d->timer, detached_closed);
 }
 
 static void detached_due(uv_timer_t *t)
 {
-    detached_run(t->data);
+    detached_run(t->data, false);
 }
 
 void tr_store_run_detached(tr_worker_t *w, unsigned flags, tr_store_job_fn job,
@@ -105,7 +150,7 @@ void tr__store_detached_flush(tr_worker_t *w)
 {
     (void)w; /* the list is this thread's, i.e. w's */
     while (pending_detached)
-        detached_run(pending_detached);
+        detached_run(pending_detached, true);
 }
 
 void tr_store_respond_error(tr_req_t *req, int rc, const char *what)

@@ -52,7 +52,9 @@ typedef void (*tr_store_done_fn)(tr_req_t *req, void *ctx, int rc);
 /* Runs job with a connection of req's service database, then done on req's
  * loop (see the file comment). flags: 0 or TR_STORE_TX. When the service
  * has no database, or its pool is shutting down, done gets -ESHUTDOWN
- * without job having run. done always runs exactly once. */
+ * without job having run; when the pool's queue is full (--db-pool × 256
+ * jobs waiting), done gets TR_STORE_EBUSY at once, also without job having
+ * run. done always runs exactly once. */
 void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_done_fn done,
                   void *ctx);
 

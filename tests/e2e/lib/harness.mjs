@@ -180,9 +180,39 @@ function checkCleanExit(what, r, output) {
 }
 
 /**
+ * The database engine services run on in this test run: TRELLIS_E2E_DB=
+ * postgres puts every started service on the test cluster
+ * (TRELLIS_TEST_PG_URL, from scripts/pg-cluster.sh); anything else keeps
+ * the default SQLite file in the service's data dir.
+ */
+export const E2E_DB = process.env.TRELLIS_E2E_DB === 'postgres' ? 'postgres' : 'sqlite';
+export const TEST_PG_URL = process.env.TRELLIS_TEST_PG_URL || '';
+
+/** A URL for database `name` on the test cluster ('' when there is none). */
+export function pgDatabaseUrl(name) {
+  if (!TEST_PG_URL) return '';
+  return TEST_PG_URL.replace(/\/?$/, '/') + encodeURIComponent(name);
+}
+
+/**
+ * The `--db` flags a started service gets for the run's engine: none on
+ * SQLite; on PostgreSQL a database of its own, named after the service and
+ * its data dir, so a restart on the same data dir finds the same database
+ * (the engine creates it on first use). Explicit --db in args wins.
+ */
+export function engineArgs(name, dataDir, args = []) {
+  if (E2E_DB !== 'postgres' || args.includes('--db')) return [];
+  if (!TEST_PG_URL) throw new Error('TRELLIS_E2E_DB=postgres needs TRELLIS_TEST_PG_URL');
+  const tag = crypto.createHash('sha1').update(path.resolve(dataDir)).digest('hex').slice(0, 12);
+  return ['--db', pgDatabaseUrl(`e2e_${name}_${tag}`)];
+}
+
+/**
  * Starts `trellis serve <name> --port 0 --data <dir> ...` and waits for its
  * "listening" log line. The service's admin listener (/metrics) is then at
  * svc.adminUrl (port svc.adminPort, from that line's admin_port).
+ * "listening" log line. Under TRELLIS_E2E_DB=postgres the service gets a
+ * PostgreSQL database of its own (engineArgs).
  *
  * opts.args: extra flags; opts.env: extra environment; opts.dataDir: use this
  * dir (kept on stop) instead of a fresh one (removed on stop); opts.fastArgon2
@@ -195,7 +225,8 @@ export async function startService(name, opts = {}) {
   const fast = opts.fastArgon2 ?? name === 'auth';
   // --admin-port 0 even when a test pins --port (a restart on the same
   // port): the default, port + 1000, is not known to be free.
-  const argv = ['serve', name, '--port', '0', '--admin-port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...args];
+  const dbArgs = engineArgs(name, dataDir, args);
+  const argv = ['serve', name, '--port', '0', '--admin-port', '0', '--data', dataDir, ...(fast ? FAST_ARGON2_ARGS : []), ...dbArgs, ...args];
   const proc = spawn(TRELLIS_BIN, argv, {
     cwd: dataDir,
     env: childEnv(env),
@@ -221,6 +252,7 @@ export async function startService(name, opts = {}) {
     proc,
     pid: proc.pid,
     dataDir,
+    dbUrl: dbArgs[1] || '',
     logs,
     port: 0,
     url: '',
