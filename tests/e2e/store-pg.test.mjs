@@ -70,7 +70,8 @@ describe('a service on PostgreSQL', opts, () => {
   test('creates its database, migrates, answers /readyz through the pool', opts, async () => {
     const name = uniqueDb('auth');
     assert.equal(databaseExists(name), false);
-    const svc = await startService('auth', { args: ['--db', pgDatabaseUrl(name), '--db-pool', '2'] });
+    // No admin listener: it holds a connection of its own for its /readyz.
+    const svc = await startService('auth', { args: ['--db', pgDatabaseUrl(name), '--db-pool', '2', '--admin-port', 'off'] });
     try {
       assert.equal(databaseExists(name), true);
       const versions = psql(pgDatabaseUrl(name), 'SELECT version FROM schema_migrations ORDER BY version');

@@ -210,9 +210,9 @@ export function engineArgs(name, dataDir, args = []) {
 /**
  * Starts `trellis serve <name> --port 0 --data <dir> ...` and waits for its
  * "listening" log line. The service's admin listener (/metrics) is then at
- * svc.adminUrl (port svc.adminPort, from that line's admin_port).
- * "listening" log line. Under TRELLIS_E2E_DB=postgres the service gets a
- * PostgreSQL database of its own (engineArgs).
+ * svc.adminUrl (port svc.adminPort, from that line's admin_port). Under
+ * TRELLIS_E2E_DB=postgres the service gets a PostgreSQL database of its own
+ * (engineArgs).
  *
  * opts.args: extra flags; opts.env: extra environment; opts.dataDir: use this
  * dir (kept on stop) instead of a fresh one (removed on stop); opts.fastArgon2
@@ -480,6 +480,10 @@ export async function startUp(opts = {}) {
 /** Runs the CLI to completion. Resolves with {code, signal, stdout, stderr}. */
 export function runCli(args, opts = {}) {
   const { env = {}, timeoutMs = T(20000), cwd } = opts;
+  // `trellis admin ... --data DIR` works on auth's database: on PostgreSQL
+  // that is the database a started auth on DIR uses (engineArgs).
+  const data = args.indexOf('--data');
+  if (args[0] === 'admin' && data > 0 && args[data + 1]) args = [...args, ...engineArgs('auth', args[data + 1], args)];
   return new Promise((resolve, reject) => {
     const proc = spawn(TRELLIS_BIN, args, {
       cwd: cwd || os.tmpdir(),
