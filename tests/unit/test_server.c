@@ -308,7 +308,7 @@ static void test_json_params_and_response_headers(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"id\":\"a b/c\"}");
@@ -320,7 +320,7 @@ static void test_json_params_and_response_headers(void **state)
     get_ok(c, "/query?a=1&q=x+y%21&q=second", "x y!");
     get_ok(c, "/query?a=1", "(none)");
 
-    testnet_send_str(c, "DELETE /items/1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "DELETE /items/1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 204);
     assert_null(testnet_find_header(&r, "Content-Length"));
@@ -335,10 +335,10 @@ static void test_pipelining_in_order_with_async_handler(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\n\r\n"
-                        "GET /hello HTTP/1.1\r\n\r\n"
-                        "GET /slow?ms=10&n=3 HTTP/1.1\r\n\r\n"
-                        "POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nfour");
+    testnet_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "GET /slow?ms=10&n=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nfour");
     static const char *const want[] = {"slow-1", "hello", "slow-3", "four"};
     for (int i = 0; i < 4; i++) {
         assert_int_equal(testnet_read_response(c, &r, false, false), 0);
@@ -356,7 +356,7 @@ static void test_chunked_request_body(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "5\r\nhello\r\n");
     testnet_sleep_ms(20); /* the body arrives in two reads */
     testnet_send_str(c, "7\r\n, world\r\n0\r\n\r\n");
@@ -373,13 +373,13 @@ static void test_head_keeps_length_without_body(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "HEAD /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(testnet_find_header(&r, "Content-Length"), "5");
     /* Had a body been sent, it would be read as the next status line. */
     get_ok(c, "/hello", "hello");
-    testnet_send_str(c, "HEAD /nope HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 404);
     assert_non_null(testnet_find_header(&r, "Content-Length"));
@@ -395,7 +395,8 @@ static void test_expect_continue(void **state)
     start_default();
 
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    testnet_send_str(
+        c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 100);
     testnet_send_str(c, "body");
@@ -406,8 +407,8 @@ static void test_expect_continue(void **state)
 
     /* Too large for the route (64): the final answer comes at once. */
     c = client_open();
-    testnet_send_str(c,
-                     "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
+    testnet_send_str(
+        c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
     assert_string_equal(testnet_find_header(&r, "Connection"), "close");
@@ -416,7 +417,8 @@ static void test_expect_continue(void **state)
 
     /* Unknown route: no 100, a 404 at once. */
     c = client_open();
-    testnet_send_str(c, "POST /nope HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    testnet_send_str(
+        c, "POST /nope HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
     assert_true(testnet_closed_by_server(c));
@@ -432,7 +434,7 @@ static void test_limits_431_413(void **state)
     start_default();
 
     testnet_client_t *c = client_open();
-    snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nX-Big: %01500d\r\n\r\n", 7);
+    snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: %01500d\r\n\r\n", 7);
     testnet_send_str(c, big);
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 431);
@@ -444,7 +446,7 @@ static void test_limits_431_413(void **state)
     /* Declared length over the route's 64 bytes, body still being sent. */
     c = client_open();
     memset(big, 'x', sizeof(big));
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n");
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2048\r\n\r\n");
     testnet_send(c, big, 1000);
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
@@ -454,7 +456,7 @@ static void test_limits_431_413(void **state)
 
     /* Chunked body growing past the limit. */
     c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
                         "1\r\nx\r\n0\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
@@ -492,7 +494,7 @@ static void test_timeouts_408_and_idle(void **state)
 
     /* A slow body is a timeout too, answered with 408. */
     c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 408);
     testnet_client_close(c);
@@ -513,7 +515,7 @@ static void test_max_connections_503(void **state)
     get_ok(a, "/hello", "hello"); /* both accepted and counted */
     get_ok(b, "/hello", "hello");
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 503);
     assert_non_null(strstr(r.body, "\"code\":\"unavailable\""));
@@ -537,7 +539,7 @@ static void test_malformed_400_and_routing_errors(void **state)
     start_default();
 
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "\"code\":\"invalid_argument\""));
@@ -545,7 +547,7 @@ static void test_malformed_400_and_routing_errors(void **state)
     testnet_client_close(c);
 
     c = client_open();
-    testnet_send_str(c, "GET /nope HTTP/1.1\r\nX-Request-Id: trace-me.1\r\n\r\n");
+    testnet_send_str(c, "GET /nope HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-me.1\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
     assert_string_equal(testnet_find_header(&r, "Content-Type"), "application/json");
@@ -560,7 +562,7 @@ static void test_malformed_400_and_routing_errors(void **state)
     json_decref(doc);
 
     /* The connection survives a 404; then a 405 with Allow. */
-    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405);
     assert_string_equal(testnet_find_header(&r, "Allow"), "GET, HEAD");
@@ -576,11 +578,11 @@ static void test_request_id_echo_or_generate(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(testnet_find_header(&r, "X-Request-Id"), "abc-123_X.y");
 
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: bad id!\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Request-Id: bad id!\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     const char *id = testnet_find_header(&r, "X-Request-Id");
     assert_int_equal(strlen(id), 36);
@@ -612,7 +614,7 @@ static void test_client_gone_while_pending(void **state)
     start_default();
     atomic_store(&cancelled_seen, 0);
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_slow_started();
     /* A reset, not a polite FIN. */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -642,7 +644,7 @@ static void test_graceful_stop_finishes_in_flight(void **state)
     testnet_client_t *idle = client_open();
     get_ok(idle, "/hello", "hello");
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_slow_started();
     tr_server_stop(fx.srv);
 
@@ -671,7 +673,8 @@ static void test_large_answer_written_in_pieces(void **state)
     (void)state;
     start_default();
     testnet_client_t *c = client_open_rcvbuf(16 * 1024);
-    testnet_send_str(c, "GET /big HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c,
+                     "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     testnet_sleep_ms(50); /* let the server fill the socket buffer and wait */
     char head[1024];
     size_t got = 0, head_len = 0;
@@ -711,7 +714,7 @@ static void test_drain_deadline_ends_stuck_requests(void **state)
     start(&cfg);
     atomic_store(&stuck_seen, 0);
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /stuck HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /stuck HTTP/1.1\r\nHost: t\r\n\r\n");
     for (int i = 0; i < 400 && atomic_load(&stuck_seen) == 0; i++)
         testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 1);
