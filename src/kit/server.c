@@ -74,6 +74,12 @@
  *   BODY    idle_timeout_ms without a byte while reading a body: 408 for a
  *           buffered body, -ETIMEDOUT to a streaming handler (not while it
  *           is paused), a close while discarding;
+ *   The request's deadline caps HEADER and BODY: the whole request, head
+ *   and body, must arrive within request_timeout_ms of its first byte, so a
+ *   client dripping bytes cannot hold a request open (a per-byte idle timer
+ *   alone would let it, one byte per idle_timeout_ms). Time a streaming
+ *   handler spends paused counts too: the deadline is the client's budget
+ *   for the whole upload, as Envoy's request_timeout is;
  *   IDLE    idle_timeout_ms between keep-alive requests -> silent close;
  *   WRITE   idle_timeout_ms for a response the peer does not read -> close;
  *   LINGER  see LINGERING above.
@@ -338,6 +344,35 @@ static void timer_stop(tr__conn_t *c)
     c->timer_mode = TIMER_OFF;
 }
 
+/* Milliseconds left of the request's deadline (request_timeout_ms from its
+ * first byte, c->start_ns), at least 1; UINT64_MAX when there is none. */
+static uint64_t deadline_left_ms(const tr__conn_t *c)
+{
+    uint64_t limit = cfg_of(c)->request_timeout_ms;
+    if (limit == 0) return UINT64_MAX;
+    uint64_t elapsed = (uv_hrtime() - c->start_ns) / 1000000;
+    return elapsed >= limit ? 1 : limit - elapsed;
+}
+
+/* Arms the BODY timer (see TIMERS): idle_timeout_ms without a byte, but
+ * never past the request's deadline. */
+static void body_timer(tr__conn_t *c)
+{
+    uint64_t ms = cfg_of(c)->idle_timeout_ms;
+    uint64_t left = deadline_left_ms(c);
+    if (ms == 0 || left < ms) ms = left == UINT64_MAX ? 0 : left;
+    timer_set(c, TIMER_BODY, ms);
+}
+
+/* Arms the HEADER timer, the request's deadline included. */
+static void header_timer(tr__conn_t *c)
+{
+    uint64_t ms = cfg_of(c)->header_timeout_ms;
+    uint64_t left = deadline_left_ms(c);
+    if (ms == 0 || left < ms) ms = left == UINT64_MAX ? 0 : left;
+    timer_set(c, TIMER_HEADER, ms);
+}
+
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     /* libuv calls read_cb right after alloc_cb, so one slab per loop serves
@@ -476,11 +511,10 @@ static bool req_answered(const tr__conn_t *c)
  * does not come. */
 static void stream_timer(tr__conn_t *c)
 {
-    uint64_t idle = cfg_of(c)->idle_timeout_ms;
     if (c->rs.pending > 0)
-        timer_set(c, TIMER_WRITE, idle);
+        timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
     else if (conn_wants_input(c))
-        timer_set(c, TIMER_BODY, idle);
+        body_timer(c);
     else
         timer_stop(c);
 }
@@ -883,7 +917,7 @@ static void after_response(tr__conn_t *c)
     }
     if (c->body == RB_DISCARD) {
         c->state = CONN_DISCARDING;
-        timer_set(c, TIMER_BODY, cfg_of(c)->idle_timeout_ms);
+        body_timer(c);
         process_inbuf(c);
         return;
     }
@@ -1226,8 +1260,16 @@ static void server_error(tr__conn_t *c, int status)
     case 413:
         message = "request body too large";
         break;
+    case 414:
+        message = "request-target too long";
+        break;
     case 431:
-        message = "request line and headers too large";
+        message = c->parser.error_reason && strstr(c->parser.error_reason, "fields")
+                      ? c->parser.error_reason
+                      : "request line and headers too large";
+        break;
+    case 501:
+        message = "transfer coding not implemented";
         break;
     case 503:
         message = c->req_prepared ? tr_http_reason(status) : "too many connections";
@@ -1396,7 +1438,7 @@ static void on_headers_ready(tr__conn_t *c)
     /* Buffered: read the body as for a routed request, then dispatch. */
     if (p->expect_continue && p->http_minor >= 1) send_continue(c);
     c->state = CONN_READING;
-    timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+    body_timer(c);
 }
 
 /* ---- streamed request bodies -------------------------------------------- */
@@ -1560,7 +1602,6 @@ int64_t tr_req_body_length(const tr_req_t *req)
 /* Parses data while conn_wants_input(); returns the bytes used. */
 static size_t conn_run(tr__conn_t *c, const char *data, size_t len)
 {
-    const tr_server_config_t *cfg = cfg_of(c);
     size_t off = 0;
 
     c->in_process = true;
@@ -1573,14 +1614,14 @@ static size_t conn_run(tr__conn_t *c, const char *data, size_t len)
         c->run_rest_len = len - off;
         if (!was_started && c->parser.started) {
             c->start_ns = uv_hrtime();
-            if (c->timer_mode == TIMER_IDLE) timer_set(c, TIMER_HEADER, cfg->header_timeout_ms);
+            if (c->timer_mode == TIMER_IDLE) header_timer(c);
         }
         switch (r) {
         case TR_HTTP_NEED_MORE:
             if (c->state != CONN_READING)
                 stream_timer(c);
             else if (c->parser.headers_done)
-                timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+                body_timer(c);
             goto out;
         case TR_HTTP_HEADERS:
             on_headers_ready(c);
@@ -1747,6 +1788,7 @@ static void on_connection(uv_stream_t *listener, int status)
 
     tr__conn_t *c = conn_new(w);
     tr__http_parser_init(&c->parser, cfg->max_header_bytes, cfg->max_body_bytes, on_head, c);
+    tr__http_parser_set_max_header_fields(&c->parser, cfg->max_header_fields);
     c->parser.on_data = on_body_data;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
@@ -1921,6 +1963,8 @@ void tr_server_config_defaults(tr_server_config_t *cfg)
     cfg->header_timeout_ms = 10000;
     cfg->idle_timeout_ms = 60000;
     cfg->drain_timeout_ms = 10000;
+    cfg->max_header_fields = 100;
+    cfg->request_timeout_ms = 60000;
 }
 
 static int open_listener(const struct sockaddr *addr, socklen_t len, bool reuseport, int *out)

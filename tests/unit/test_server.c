@@ -501,6 +501,135 @@ static void test_timeouts_408_and_idle(void **state)
     stop(1);
 }
 
+/* RFC 9112 framing refused by the server: the status and the envelope's
+ * code, and the connection is closed after the answer. */
+static void test_framing_errors_answered_and_closed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *request;
+        int status;
+        const char *code;
+    } cases[] = {
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+         "chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+         400, "invalid_argument"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501,
+         "not_implemented"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n", 501,
+         "not_implemented"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501,
+         "not_implemented"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+         "3\r\n\r\n0\r\n\r\n",
+         400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", 431,
+         "headers_too_large"},
+    };
+    testnet_response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.max_header_fields = 4;
+    start(&cfg);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("request %zu\n", i);
+        testnet_client_t *c = client_open();
+        testnet_send_str(c, cases[i].request);
+        assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+        assert_int_equal(r.status, cases[i].status);
+        char code[64];
+        snprintf(code, sizeof(code), "\"code\":\"%s\"", cases[i].code);
+        assert_non_null(strstr(r.body, code));
+        assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+        assert_true(testnet_closed_by_server(c));
+        testnet_client_close(c);
+    }
+
+    /* A target longer than the head limit is 414, not 431. */
+    char line[2048];
+    snprintf(line, sizeof(line), "GET /hello?q=%01200d HTTP/1.1\r\nHost: t\r\n\r\n", 1);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, line);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 414);
+    assert_non_null(strstr(r.body, "\"code\":\"uri_too_long\""));
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
+
+    /* Valid chunk extensions are ignored; HTTP/1.0 needs no Host. */
+    c = client_open();
+    testnet_send_str(c,
+                     "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "5;a=1;b=2\r\nhello\r\n2 ;foo=bar\r\n, \r\n5;a=\"q s\"\r\nworld\r\n0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello, world");
+    testnet_client_close(c);
+    c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 200);
+    testnet_client_close(c);
+    stop(1);
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A client dripping a body one byte per 50 ms never trips the 300 ms idle
+ * timer; the request deadline (400 ms from the first byte) ends it with 408.
+ * The drip stops as soon as the answer is readable. */
+static void test_request_deadline_ends_a_drip(void **state)
+{
+    (void)state;
+    testnet_response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.request_timeout_ms = 400;
+    start(&cfg);
+
+    testnet_client_t *c = client_open();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 60\r\n\r\n");
+    int sent = 0;
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    while (poll(&pfd, 1, 50) == 0) {
+        assert_true(sent < 60); /* the whole body would have gone out: no deadline */
+        testnet_send_str(c, "x");
+        sent++;
+    }
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    double took = seconds_since(&t0);
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "\"code\":\"request_timeout\""));
+    assert_true(testnet_closed_by_server(c));
+    assert_true(took > 0.35 && took < 1.5);
+    assert_true(sent >= 5);
+    testnet_client_close(c);
+
+    /* The same drip of headers: the header timer (300 ms) stays in force. */
+    c = client_open();
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n");
+    pfd.fd = c->fd;
+    while (poll(&pfd, 1, 50) == 0)
+        testnet_send_str(c, "X-A: 1\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 408);
+    assert_true(seconds_since(&t0) < 1.5);
+    testnet_client_close(c);
+    stop(1);
+}
+
 static void test_max_connections_503(void **state)
 {
     (void)state;
@@ -804,6 +933,8 @@ int main(void)
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_limits_431_413),
         cmocka_unit_test(test_timeouts_408_and_idle),
+        cmocka_unit_test(test_framing_errors_answered_and_closed),
+        cmocka_unit_test(test_request_deadline_ends_a_drip),
         cmocka_unit_test(test_max_connections_503),
         cmocka_unit_test(test_malformed_400_and_routing_errors),
         cmocka_unit_test(test_request_id_echo_or_generate),
