@@ -310,6 +310,8 @@ struct tr_server {
 };
 
 static void conn_close(tr__conn_t *c);
+static void respond_whole(tr_req_t *req, int status, const char *content_type, const void *body,
+                          size_t len);
 static void process_inbuf(tr__conn_t *c);
 static void after_response(tr__conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
@@ -318,6 +320,9 @@ static void check_finish(worker_t *w);
 static void server_error(tr__conn_t *c, int status);
 static void deliver_end(tr__conn_t *c, int status);
 static void conn_pump(tr__conn_t *c);
+
+/* How http.c reaches this server (http_internal.h, DIRECTION). */
+static const tr__req_ops_t req_ops = {.respond = respond_whole, .abort = tr_respond_abort};
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -530,6 +535,7 @@ static tr__conn_t *conn_new(worker_t *w)
     uv_timer_init(&w->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->impl.conn = c;
+    c->impl.ops = &req_ops;
     tr_buf_init(&c->inbuf, cfg->max_header_bytes + READ_SLAB_BYTES);
     tr_buf_init(&c->out, RESPONSE_MAX_BYTES + 64 * 1024);
     tr_buf_init(&c->impl.res_headers, TR__RES_HEADERS_MAX);
@@ -857,7 +863,8 @@ static void plan_unread_body(tr__conn_t *c)
     p->body_mode = TR_HTTP_BODY_DISCARD;
 }
 
-void tr__respond(tr_req_t *req, int status, const char *content_type, const void *body, size_t len)
+static void respond_whole(tr_req_t *req, int status, const char *content_type, const void *body,
+                          size_t len)
 {
     tr_req_impl_t *impl = req->impl;
     tr__conn_t *c = impl->conn;
