@@ -1070,6 +1070,36 @@ static void test_stream_body_timeout_and_expect(void **state)
     stop();
 }
 
+/* A streamed body dripped one chunk per 100 ms never trips the 500 ms idle
+ * timer; the 600 ms request deadline ends it: -ETIMEDOUT to the handler,
+ * whose answer is 408. */
+static void test_stream_body_request_deadline(void **state)
+{
+    (void)state;
+    testnet_response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.request_timeout_ms = 600;
+    start(&cfg);
+
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    int sent = 0;
+    while (poll(&pfd, 1, 100) == 0) {
+        assert_true(sent < 40); /* 4 s of drip: the deadline did not fire */
+        testnet_send_str(c, "1;drip=1\r\nx\r\n");
+        sent++;
+    }
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 408);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
+    assert_int_equal(atomic_load(&end_status), -ETIMEDOUT);
+    assert_true(sent >= 4);
+    stop();
+}
+
 static void test_client_disconnect_mid_stream(void **state)
 {
     (void)state;
@@ -1441,6 +1471,7 @@ int main(void)
         cmocka_unit_test(test_stream_chunked_body_echoed),
         cmocka_unit_test(test_stream_body_limit_413),
         cmocka_unit_test(test_stream_body_timeout_and_expect),
+        cmocka_unit_test(test_stream_body_request_deadline),
         cmocka_unit_test(test_client_disconnect_mid_stream),
         cmocka_unit_test(test_shutdown_with_streaming_request),
         cmocka_unit_test(test_streamed_answers_chunked_sized_pipelined),
