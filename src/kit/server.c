@@ -81,7 +81,8 @@
  *   handler spends paused counts too: the deadline is the client's budget
  *   for the whole upload, as Envoy's request_timeout is;
  *   IDLE    idle_timeout_ms between keep-alive requests -> silent close;
- *   WRITE   idle_timeout_ms for a response the peer does not read -> close;
+ *   WRITE   idle_timeout_ms without the peer taking any byte of the answer
+ *           -> close (a slow reader that keeps reading is not cut off);
  *   LINGER  see LINGERING above.
  *   A timeout of 0 in the config disables that timer (not the drain one).
  *
@@ -141,6 +142,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,7 +244,8 @@ struct tr__conn {
     tr_req_cancel_cb cancel_cb;
     void *cancel_arg;
     uint64_t start_ns;
-    uint64_t req_seq; /* bumped for every request the connection carries */
+    size_t write_queued; /* bytes libuv still held when the WRITE timer was armed */
+    uint64_t req_seq;    /* bumped for every request the connection carries */
     tr_http_parser_t parser;
     tr_buf_t inbuf; /* bytes from inpos on wait to be parsed */
     size_t inpos;
@@ -367,6 +371,30 @@ static void body_timer(tr__conn_t *c)
     uint64_t left = deadline_left_ms(c);
     if (ms == 0 || left < ms) ms = left == UINT64_MAX ? 0 : left;
     timer_set(c, TIMER_BODY, ms);
+}
+
+/* Bytes of answers not yet taken by the peer: those libuv still holds plus
+ * those in the kernel's send queue (SIOCOUTQ: not yet acknowledged). */
+static size_t unsent_bytes(const tr__conn_t *c)
+{
+    size_t n = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    uv_os_fd_t fd;
+    int outq = 0;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 &&
+        outq > 0)
+        n += (size_t)outq;
+    return n;
+}
+
+/* Arms the WRITE timer: idle_timeout_ms without progress. A whole answer is
+ * one uv_write with no callback until its end, so progress is seen in the
+ * bytes still unsent (libuv's and the kernel's, which can hold megabytes):
+ * when the timer fires and they shrank, the peer is reading, slowly, and
+ * the timer starts again (on_timer). */
+static void write_timer(tr__conn_t *c)
+{
+    c->write_queued = unsent_bytes(c);
+    timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
 }
 
 /* Arms the HEADER timer, the request's deadline included. */
@@ -517,7 +545,7 @@ static bool req_answered(const tr__conn_t *c)
 static void stream_timer(tr__conn_t *c)
 {
     if (c->rs.pending > 0)
-        timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
+        write_timer(c);
     else if (conn_wants_input(c))
         body_timer(c);
     else
@@ -819,7 +847,7 @@ static int write_out(tr__conn_t *c)
     int rc = conn_write(c, &c->write_req, &b, 1, on_write);
     if (rc != 0) return rc;
     c->state = CONN_WRITING;
-    timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
+    write_timer(c);
     return 0;
 }
 
@@ -1773,6 +1801,10 @@ static void on_timer(uv_timer_t *t)
     tr__conn_t *c = t->data;
     timer_mode_t mode = c->timer_mode;
     c->timer_mode = TIMER_OFF;
+    if (mode == TIMER_WRITE && unsent_bytes(c) < c->write_queued) {
+        write_timer(c); /* progress since it was armed */
+        return;
+    }
     if (c->state == CONN_READING &&
         (mode == TIMER_BODY || (mode == TIMER_HEADER && c->parser.started))) {
         c->close_after = true;

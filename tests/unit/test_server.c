@@ -834,6 +834,39 @@ static void test_large_answer_written_in_pieces(void **state)
     stop(1);
 }
 
+/* A reader that keeps taking the 8 MiB answer, but slowly (64 KiB every
+ * 10 ms through a 16 KiB window: over a second in all), is not cut off by
+ * the 300 ms write timer, which counts time without progress. */
+static void test_slow_steady_reader_gets_the_whole_answer(void **state)
+{
+    (void)state;
+    start_default();
+    testnet_client_t *c = client_open_rcvbuf(16 * 1024);
+    testnet_send_str(c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    char chunk[65536];
+    size_t got = 0, head_len = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!head_len || got - head_len < BIG_BYTES) {
+        ssize_t n = recv(c->fd, chunk, sizeof(chunk), 0);
+        assert_true(n > 0);
+        if (!head_len) {
+            char *end = memmem(chunk, (size_t)n, "\r\n\r\n", 4);
+            assert_non_null(end);
+            head_len = (size_t)(end - chunk) + 4;
+        }
+        got += (size_t)n;
+        testnet_sleep_ms(10); /* the reader's pace */
+    }
+    assert_int_equal(got - head_len, BIG_BYTES);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(took > 0.6); /* well past the write timer */
+    testnet_client_close(c);
+    stop(1);
+}
+
 static void test_drain_deadline_ends_stuck_requests(void **state)
 {
     (void)state;
@@ -942,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_client_gone_while_pending),
         cmocka_unit_test(test_graceful_stop_finishes_in_flight),
         cmocka_unit_test(test_large_answer_written_in_pieces),
+        cmocka_unit_test(test_slow_steady_reader_gets_the_whole_answer),
         cmocka_unit_test(test_drain_deadline_ends_stuck_requests),
         cmocka_unit_test(test_several_workers_share_the_port),
         cmocka_unit_test(test_start_errors),
