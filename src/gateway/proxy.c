@@ -28,6 +28,28 @@
  * Framing is the upstream's: a Content-Length is kept, anything else goes
  * out chunked.
  *
+ * REQUEST FRAMING. A request reaches the upstream only once its framing is
+ * known to be sound, and one whose body framing turns out bad midway never
+ * reaches it whole:
+ *   - everything the head says about framing (Host, Transfer-Encoding,
+ *     Content-Length, their conflicts, obs-fold) is checked by the kit's
+ *     parser before the on_headers hook runs (http_parser.h, FRAMING): a
+ *     request refused there is answered 400/501 by the server and no
+ *     upstream request is started;
+ *   - the body is forwarded as the parser de-chunks it, never as the client
+ *     framed it: the kit client frames it again (chunked, or the
+ *     Content-Length), so bad framing cannot pass through to the upstream;
+ *   - when the body fails midway (a chunk without its CRLF, a bad size, the
+ *     limit, the request deadline, the client leaving), on_req_end cancels
+ *     the upstream request and answers 400/413/408. Cancelling a request
+ *     that is not finished on the wire closes its upstream connection with
+ *     a TCP reset (client.c, req_abort), and the terminating chunk (or the
+ *     last Content-Length byte) was never sent, so the upstream sees an
+ *     aborted request, never a complete one.
+ * Buffering the first chunk before connecting was the other way; it would
+ * only move the problem to the second chunk and delay every upload by one
+ * round trip, while the reset covers every point of failure alike.
+ *
  * HEADERS. Hop-by-hop headers (RFC 9110 §7.6.1: Connection and what it
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
  * not forwarded in either direction, except Upgrade for a WebSocket. The

@@ -159,7 +159,8 @@ struct conn {
     unsigned writes_pending;
     unsigned ev;
     bool reading, reused, got_bytes, feeding, held, interim;
-    bool upgrade_ready; /* 101 parsed, waiting for the head write to finish */
+    bool upgrade_ready;  /* 101 parsed, waiting for the head write to finish */
+    bool reset_on_close; /* a cancelled request was on it: close with a TCP reset */
     /* Response head: "name\0value\0" pairs. */
     tr_buf_t hdr;
     size_t nheaders;
@@ -467,8 +468,10 @@ static void conn_close(conn_t *cn)
 {
     if (cn->state == C_CLOSING) return;
     if (cn->state == C_IDLE) idle_remove(cn);
+    bool reset = cn->reset_on_close && cn->state == C_ACTIVE;
     cn->state = C_CLOSING;
     cn->req = NULL;
+    if (reset && uv_tcp_close_reset(cn->tcp, on_conn_closed) == 0) return;
     uv_close((uv_handle_t *)cn->tcp, on_conn_closed);
 }
 
@@ -695,6 +698,12 @@ static void finish_done(tr_client_req_t *r)
 
 static void req_abort(tr_client_req_t *r)
 {
+    /* The request was not finished on the wire (or its answer was not read
+     * whole): reset the connection, so the upstream sees an abort and never
+     * something that could pass for a complete request (a FIN right after a
+     * Content-Length body's last byte would). The gateway relies on this
+     * when a client's body turns out malformed midway (gateway/proxy.c). */
+    if (r->conn && r->conn->state == C_ACTIVE) r->conn->reset_on_close = true;
     req_detach(r);
     req_release_pool(r);
     req_free(r);

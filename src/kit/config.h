@@ -23,7 +23,8 @@ typedef struct tr_config tr_config_t;
 
 /* Options every service understands: host, port, port-base, data, workers,
  * log-level, db, max-connections, max-header-bytes, max-body-bytes,
- * header-timeout, idle-timeout, drain-timeout. Terminated by a {NULL} entry. */
+ * max-header-fields, header-timeout, idle-timeout, request-timeout,
+ * drain-timeout. Terminated by a {NULL} entry. */
 extern const tr_option_t tr_config_common_options[];
 
 /* Loads options from defaults, environment and argv (argv[0] is not skipped:

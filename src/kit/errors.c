@@ -22,6 +22,8 @@ static const struct {
     [TR_ERR_BAD_GATEWAY] = {502, "bad_gateway"},
     [TR_ERR_UNAVAILABLE] = {503, "unavailable"},
     [TR_ERR_DEADLINE_EXCEEDED] = {504, "deadline_exceeded"},
+    [TR_ERR_URI_TOO_LONG] = {414, "uri_too_long"},
+    [TR_ERR_NOT_IMPLEMENTED] = {501, "not_implemented"},
 };
 
 int tr_err_status(tr_err_t err)
@@ -73,6 +75,8 @@ const char *tr_http_reason(int status)
         return "Length Required";
     case 413:
         return "Content Too Large";
+    case 414:
+        return "URI Too Long";
     case 415:
         return "Unsupported Media Type";
     case 422:

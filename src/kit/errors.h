@@ -25,6 +25,8 @@ typedef enum tr_err {
     TR_ERR_BAD_GATEWAY,            /* 502 bad_gateway */
     TR_ERR_UNAVAILABLE,            /* 503 unavailable */
     TR_ERR_DEADLINE_EXCEEDED,      /* 504 deadline_exceeded */
+    TR_ERR_URI_TOO_LONG,           /* 414 uri_too_long */
+    TR_ERR_NOT_IMPLEMENTED,        /* 501 not_implemented */
     TR_ERR__COUNT
 } tr_err_t;
 

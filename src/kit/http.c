@@ -1,9 +1,10 @@
 /*
  * http.c - the request accessors and answer functions of http.h.
  *
- * Sending is server.c's job (tr__respond); this file turns what handlers
- * have (JSON, error codes) into bytes, and owns the per-request arena and the
- * one definition of the error envelope.
+ * Sending is the server's job, reached through req->impl->ops
+ * (http_internal.h, DIRECTION: this file never calls into server.c); this
+ * file turns what handlers have (JSON, error codes) into bytes, and owns the
+ * per-request arena and the one definition of the error envelope.
  *
  * ARENA. Requests allocate small things (decoded parameters, copies of
  * strings), almost always less than the inline block kept in the connection.
@@ -12,7 +13,7 @@
  */
 #include "kit/http.h"
 #include "kit/alloc.h"
-#include "kit/server_internal.h"
+#include "kit/http_internal.h"
 
 #include <errno.h>
 #include <stdalign.h>
@@ -242,7 +243,7 @@ bool tr_respond_started(const tr_req_t *req)
 
 void tr_respond(tr_req_t *req, int status, const char *content_type, const void *body, size_t len)
 {
-    tr__respond(req, status, content_type, body, len);
+    req->impl->ops->respond(req, status, content_type, body, len);
 }
 
 void tr_respond_json(tr_req_t *req, int status, json_t *body)
@@ -253,7 +254,7 @@ void tr_respond_json(tr_req_t *req, int status, json_t *body)
     size_t n = 0;
 
     if (!body) {
-        tr__respond(req, status, NULL, NULL, 0);
+        req->impl->ops->respond(req, status, NULL, NULL, 0);
         return;
     }
     n = json_dumpb(body, stack, sizeof(stack), JSON_COMPACT | JSON_ENCODE_ANY);
@@ -269,7 +270,7 @@ void tr_respond_json(tr_req_t *req, int status, json_t *body)
         tr_respond_error(req, TR_ERR_INTERNAL, "response could not be encoded", NULL);
         return;
     }
-    tr__respond(req, status, "application/json", out, n);
+    req->impl->ops->respond(req, status, "application/json", out, n);
     free(heap);
 }
 
@@ -282,7 +283,7 @@ void tr_respond_error(tr_req_t *req, tr_err_t err, const char *message, json_t *
 void tr_respond_body_error(tr_req_t *req, int status)
 {
     if (tr_respond_started(req)) {
-        tr_respond_abort(req);
+        req->impl->ops->abort(req);
         return;
     }
     switch (status) {

@@ -31,12 +31,22 @@
  * limit holds in every mode.
  *
  * LIMITS. The request line plus headers may take at most max_header_bytes
- * raw bytes (counted on the wire, so whitespace padding counts too) -> 431.
+ * raw bytes (counted on the wire, so whitespace padding counts too) -> 431,
+ * or 414 when the limit is reached inside the request-target; at most
+ * max_header_fields header fields (default 100) -> 431.
  * Framing after the head (chunk sizes and extensions, trailers) may exceed
  * the body by at most max_header_bytes + the body limit -> 413. The body limit is asked from the
  * head callback once the headers are complete (the router knows the route's limit by then); a
  * Content-Length above it fails at once, a chunked body fails as soon as it grows past it
  * -> 413.
+ *
+ * FRAMING (RFC 9112). Refused with 400: a missing Host on HTTP/1.1, more than
+ * one Host, or a Host that is not uri-host[:port]; obsolete line folding;
+ * Transfer-Encoding with Content-Length, on HTTP/1.0, or naming chunked twice;
+ * a chunk whose data is not followed by CRLF, or a malformed chunk size,
+ * extension or trailer. Refused with 501: any transfer coding but chunked
+ * (gzip, identity, ...). Chunk extensions (any number, with BWS, token or
+ * quoted-string values) and trailers are parsed and dropped.
  *
  * STORAGE. Everything a request exposes (method, target, path, query,
  * headers, a buffered body) lives in buffers owned by the parser and reused for the
@@ -122,6 +132,7 @@ struct tr_http_parser {
     /* ---- private ---- */
     llhttp_t ll;
     size_t max_header_bytes;
+    size_t max_header_fields;
     size_t default_max_body;
     tr_http_head_cb on_head;
     void *ctx;
@@ -130,6 +141,17 @@ struct tr_http_parser {
     size_t max_body;   /* this request's body limit */
     bool ready;
     bool failed;
+    bool url_seen;  /* on_url ran: the request-target has begun */
+    bool url_done;  /* ... and ended */
+    unsigned nhost; /* Host header fields seen */
+    unsigned nte;   /* "chunked" codings seen in Transfer-Encoding */
+    bool has_te;    /* a Transfer-Encoding field was seen */
+    int fold_scan;  /* obs-fold watch over the head's raw bytes (http_parser.c) */
+    /* The chunked body decoder (http_parser.c, note 6). */
+    bool in_chunks;      /* the body is chunked and the decoder owns the bytes */
+    int chunk_state;     /* its state */
+    uint64_t chunk_left; /* size being read, then data bytes left in the chunk */
+    unsigned chunk_digits;
     size_t url_off;
     size_t cur_name_off;
     size_t cur_value_off;
@@ -145,6 +167,9 @@ struct tr_http_parser {
  * then default_max_body). Never fails; memory is allocated lazily. */
 void tr__http_parser_init(tr_http_parser_t *p, size_t max_header_bytes, size_t default_max_body,
                           tr_http_head_cb on_head, void *ctx);
+/* Sets the most header fields a request may carry (default 100; 0 means the
+ * default); more -> 431. Call before feeding. */
+void tr__http_parser_set_max_header_fields(tr_http_parser_t *p, size_t max_header_fields);
 /* Releases the buffers; p may be initialized again. */
 void tr__http_parser_free(tr_http_parser_t *p);
 /* Consumes bytes until a request is complete, the input ends or the stream

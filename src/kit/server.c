@@ -74,8 +74,15 @@
  *   BODY    idle_timeout_ms without a byte while reading a body: 408 for a
  *           buffered body, -ETIMEDOUT to a streaming handler (not while it
  *           is paused), a close while discarding;
+ *   The request's deadline caps HEADER and BODY: the whole request, head
+ *   and body, must arrive within request_timeout_ms of its first byte, so a
+ *   client dripping bytes cannot hold a request open (a per-byte idle timer
+ *   alone would let it, one byte per idle_timeout_ms). Time a streaming
+ *   handler spends paused counts too: the deadline is the client's budget
+ *   for the whole upload, as Envoy's request_timeout is;
  *   IDLE    idle_timeout_ms between keep-alive requests -> silent close;
- *   WRITE   idle_timeout_ms for a response the peer does not read -> close;
+ *   WRITE   idle_timeout_ms without the peer taking any byte of the answer
+ *           -> close (a slow reader that keeps reading is not cut off);
  *   LINGER  see LINGERING above.
  *   A timeout of 0 in the config disables that timer (not the drain one).
  *
@@ -135,6 +142,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -235,7 +244,8 @@ struct tr__conn {
     tr_req_cancel_cb cancel_cb;
     void *cancel_arg;
     uint64_t start_ns;
-    uint64_t req_seq; /* bumped for every request the connection carries */
+    size_t write_queued; /* bytes libuv still held when the WRITE timer was armed */
+    uint64_t req_seq;    /* bumped for every request the connection carries */
     tr_http_parser_t parser;
     tr_buf_t inbuf; /* bytes from inpos on wait to be parsed */
     size_t inpos;
@@ -304,6 +314,8 @@ struct tr_server {
 };
 
 static void conn_close(tr__conn_t *c);
+static void respond_whole(tr_req_t *req, int status, const char *content_type, const void *body,
+                          size_t len);
 static void process_inbuf(tr__conn_t *c);
 static void after_response(tr__conn_t *c);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
@@ -312,6 +324,9 @@ static void check_finish(worker_t *w);
 static void server_error(tr__conn_t *c, int status);
 static void deliver_end(tr__conn_t *c, int status);
 static void conn_pump(tr__conn_t *c);
+
+/* How http.c reaches this server (http_internal.h, DIRECTION). */
+static const tr__req_ops_t req_ops = {.respond = respond_whole, .abort = tr_respond_abort};
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -336,6 +351,59 @@ static void timer_stop(tr__conn_t *c)
     if (c->timer_mode == TIMER_OFF) return;
     uv_timer_stop(&c->timer);
     c->timer_mode = TIMER_OFF;
+}
+
+/* Milliseconds left of the request's deadline (request_timeout_ms from its
+ * first byte, c->start_ns), at least 1; UINT64_MAX when there is none. */
+static uint64_t deadline_left_ms(const tr__conn_t *c)
+{
+    uint64_t limit = cfg_of(c)->request_timeout_ms;
+    if (limit == 0) return UINT64_MAX;
+    uint64_t elapsed = (uv_hrtime() - c->start_ns) / 1000000;
+    return elapsed >= limit ? 1 : limit - elapsed;
+}
+
+/* Arms the BODY timer (see TIMERS): idle_timeout_ms without a byte, but
+ * never past the request's deadline. */
+static void body_timer(tr__conn_t *c)
+{
+    uint64_t ms = cfg_of(c)->idle_timeout_ms;
+    uint64_t left = deadline_left_ms(c);
+    if (ms == 0 || left < ms) ms = left == UINT64_MAX ? 0 : left;
+    timer_set(c, TIMER_BODY, ms);
+}
+
+/* Bytes of answers not yet taken by the peer: those libuv still holds plus
+ * those in the kernel's send queue (SIOCOUTQ: not yet acknowledged). */
+static size_t unsent_bytes(const tr__conn_t *c)
+{
+    size_t n = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    uv_os_fd_t fd;
+    int outq = 0;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &outq) == 0 &&
+        outq > 0)
+        n += (size_t)outq;
+    return n;
+}
+
+/* Arms the WRITE timer: idle_timeout_ms without progress. A whole answer is
+ * one uv_write with no callback until its end, so progress is seen in the
+ * bytes still unsent (libuv's and the kernel's, which can hold megabytes):
+ * when the timer fires and they shrank, the peer is reading, slowly, and
+ * the timer starts again (on_timer). */
+static void write_timer(tr__conn_t *c)
+{
+    c->write_queued = unsent_bytes(c);
+    timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
+}
+
+/* Arms the HEADER timer, the request's deadline included. */
+static void header_timer(tr__conn_t *c)
+{
+    uint64_t ms = cfg_of(c)->header_timeout_ms;
+    uint64_t left = deadline_left_ms(c);
+    if (ms == 0 || left < ms) ms = left == UINT64_MAX ? 0 : left;
+    timer_set(c, TIMER_HEADER, ms);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -476,11 +544,10 @@ static bool req_answered(const tr__conn_t *c)
  * does not come. */
 static void stream_timer(tr__conn_t *c)
 {
-    uint64_t idle = cfg_of(c)->idle_timeout_ms;
     if (c->rs.pending > 0)
-        timer_set(c, TIMER_WRITE, idle);
+        write_timer(c);
     else if (conn_wants_input(c))
-        timer_set(c, TIMER_BODY, idle);
+        body_timer(c);
     else
         timer_stop(c);
 }
@@ -496,6 +563,7 @@ static tr__conn_t *conn_new(worker_t *w)
     uv_timer_init(&w->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->impl.conn = c;
+    c->impl.ops = &req_ops;
     tr_buf_init(&c->inbuf, cfg->max_header_bytes + READ_SLAB_BYTES);
     tr_buf_init(&c->out, RESPONSE_MAX_BYTES + 64 * 1024);
     tr_buf_init(&c->impl.res_headers, TR__RES_HEADERS_MAX);
@@ -779,7 +847,7 @@ static int write_out(tr__conn_t *c)
     int rc = conn_write(c, &c->write_req, &b, 1, on_write);
     if (rc != 0) return rc;
     c->state = CONN_WRITING;
-    timer_set(c, TIMER_WRITE, cfg_of(c)->idle_timeout_ms);
+    write_timer(c);
     return 0;
 }
 
@@ -823,7 +891,8 @@ static void plan_unread_body(tr__conn_t *c)
     p->body_mode = TR_HTTP_BODY_DISCARD;
 }
 
-void tr__respond(tr_req_t *req, int status, const char *content_type, const void *body, size_t len)
+static void respond_whole(tr_req_t *req, int status, const char *content_type, const void *body,
+                          size_t len)
 {
     tr_req_impl_t *impl = req->impl;
     tr__conn_t *c = impl->conn;
@@ -883,7 +952,7 @@ static void after_response(tr__conn_t *c)
     }
     if (c->body == RB_DISCARD) {
         c->state = CONN_DISCARDING;
-        timer_set(c, TIMER_BODY, cfg_of(c)->idle_timeout_ms);
+        body_timer(c);
         process_inbuf(c);
         return;
     }
@@ -1226,8 +1295,16 @@ static void server_error(tr__conn_t *c, int status)
     case 413:
         message = "request body too large";
         break;
+    case 414:
+        message = "request-target too long";
+        break;
     case 431:
-        message = "request line and headers too large";
+        message = c->parser.error_reason && strstr(c->parser.error_reason, "fields")
+                      ? c->parser.error_reason
+                      : "request line and headers too large";
+        break;
+    case 501:
+        message = "transfer coding not implemented";
         break;
     case 503:
         message = c->req_prepared ? tr_http_reason(status) : "too many connections";
@@ -1396,7 +1473,7 @@ static void on_headers_ready(tr__conn_t *c)
     /* Buffered: read the body as for a routed request, then dispatch. */
     if (p->expect_continue && p->http_minor >= 1) send_continue(c);
     c->state = CONN_READING;
-    timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+    body_timer(c);
 }
 
 /* ---- streamed request bodies -------------------------------------------- */
@@ -1560,7 +1637,6 @@ int64_t tr_req_body_length(const tr_req_t *req)
 /* Parses data while conn_wants_input(); returns the bytes used. */
 static size_t conn_run(tr__conn_t *c, const char *data, size_t len)
 {
-    const tr_server_config_t *cfg = cfg_of(c);
     size_t off = 0;
 
     c->in_process = true;
@@ -1573,14 +1649,14 @@ static size_t conn_run(tr__conn_t *c, const char *data, size_t len)
         c->run_rest_len = len - off;
         if (!was_started && c->parser.started) {
             c->start_ns = uv_hrtime();
-            if (c->timer_mode == TIMER_IDLE) timer_set(c, TIMER_HEADER, cfg->header_timeout_ms);
+            if (c->timer_mode == TIMER_IDLE) header_timer(c);
         }
         switch (r) {
         case TR_HTTP_NEED_MORE:
             if (c->state != CONN_READING)
                 stream_timer(c);
             else if (c->parser.headers_done)
-                timer_set(c, TIMER_BODY, cfg->idle_timeout_ms);
+                body_timer(c);
             goto out;
         case TR_HTTP_HEADERS:
             on_headers_ready(c);
@@ -1725,6 +1801,10 @@ static void on_timer(uv_timer_t *t)
     tr__conn_t *c = t->data;
     timer_mode_t mode = c->timer_mode;
     c->timer_mode = TIMER_OFF;
+    if (mode == TIMER_WRITE && unsent_bytes(c) < c->write_queued) {
+        write_timer(c); /* progress since it was armed */
+        return;
+    }
     if (c->state == CONN_READING &&
         (mode == TIMER_BODY || (mode == TIMER_HEADER && c->parser.started))) {
         c->close_after = true;
@@ -1747,6 +1827,7 @@ static void on_connection(uv_stream_t *listener, int status)
 
     tr__conn_t *c = conn_new(w);
     tr__http_parser_init(&c->parser, cfg->max_header_bytes, cfg->max_body_bytes, on_head, c);
+    tr__http_parser_set_max_header_fields(&c->parser, cfg->max_header_fields);
     c->parser.on_data = on_body_data;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
@@ -1921,6 +2002,8 @@ void tr_server_config_defaults(tr_server_config_t *cfg)
     cfg->header_timeout_ms = 10000;
     cfg->idle_timeout_ms = 60000;
     cfg->drain_timeout_ms = 10000;
+    cfg->max_header_fields = 100;
+    cfg->request_timeout_ms = 60000;
 }
 
 static int open_listener(const struct sockaddr *addr, socklen_t len, bool reuseport, int *out)

@@ -11,7 +11,13 @@
  * route is known and the announced body fits, else the final error at once.
  *
  * LIMITS (all from tr_server_config_t):
- *   request line + headers over max_header_bytes -> 431 and close
+ *   request line + headers over max_header_bytes -> 431 and close (414
+ *     when the limit is reached inside the request-target)
+ *   more than max_header_fields header fields -> 431 and close
+ *   head and body not received within request_timeout_ms of the request's
+ *     first byte -> 408 and close (-ETIMEDOUT to a streaming handler)
+ *   framing refused by RFC 9112 (http_parser.h, FRAMING) -> 400 and close;
+ *     a transfer coding other than chunked -> 501 and close
  *   body over the route's max_body (default max_body_bytes; for requests
  *     the on_headers hook claimed, the limit it set) -> 413 and close
  *   headers not complete within header_timeout_ms -> 408 and close
@@ -101,15 +107,17 @@ struct tr_worker {
 };
 
 typedef struct tr_server_config {
-    const char *host;           /* "127.0.0.1" or "0.0.0.0" or "::" */
-    int port;                   /* 0 = any free port (see tr_server_port) */
-    int workers;                /* >= 1 */
-    size_t max_connections;     /* per worker */
-    size_t max_header_bytes;    /* request line + headers */
-    size_t max_body_bytes;      /* default body limit for routes without one */
-    uint64_t header_timeout_ms; /* time to receive complete headers */
-    uint64_t idle_timeout_ms;   /* keep-alive idle time */
-    uint64_t drain_timeout_ms;  /* grace period for in-flight requests on stop */
+    const char *host;            /* "127.0.0.1" or "0.0.0.0" or "::" */
+    int port;                    /* 0 = any free port (see tr_server_port) */
+    int workers;                 /* >= 1 */
+    size_t max_connections;      /* per worker */
+    size_t max_header_bytes;     /* request line + headers */
+    size_t max_body_bytes;       /* default body limit for routes without one */
+    uint64_t header_timeout_ms;  /* time to receive complete headers */
+    uint64_t idle_timeout_ms;    /* keep-alive idle time */
+    uint64_t drain_timeout_ms;   /* grace period for in-flight requests on stop */
+    size_t max_header_fields;    /* header fields per request; 0: the default (100) */
+    uint64_t request_timeout_ms; /* first byte to last body byte; 0: none */
 
     /* May be NULL when on_headers is set (every request then goes there). */
     const tr_router_t *router;
@@ -143,8 +151,8 @@ typedef struct tr_server_config {
 } tr_server_config_t;
 
 /* Fills a config with the defaults: 127.0.0.1, port 0, 1 worker, 10000
- * connections, 16 KiB headers, 1 MiB body, 10 s header timeout, 60 s idle,
- * 10 s drain. */
+ * connections, 16 KiB headers, 100 header fields, 1 MiB body, 10 s header
+ * timeout, 60 s idle, 60 s request deadline, 10 s drain. */
 void tr_server_config_defaults(tr_server_config_t *cfg);
 
 /* Binds, starts the worker threads and returns once all listen. The config is

@@ -404,6 +404,10 @@ static int server_config_from(const tr_config_t *cfg, const tr_service_def_t *de
     sc->idle_timeout_ms = (uint64_t)v;
     if (config_uint(cfg, "drain-timeout", tr_config_duration_ms, 0, &v)) return -EINVAL;
     sc->drain_timeout_ms = (uint64_t)v;
+    if (config_uint(cfg, "max-header-fields", tr_config_int, 1, &v)) return -EINVAL;
+    sc->max_header_fields = (size_t)v;
+    if (config_uint(cfg, "request-timeout", tr_config_duration_ms, 0, &v)) return -EINVAL;
+    sc->request_timeout_ms = (uint64_t)v;
     sc->tls_cert_file = tr_config_get(cfg, "tls-cert");
     sc->tls_key_file = tr_config_get(cfg, "tls-key");
     /* An empty value (e.g. TRELLIS_TLS_CERT=) means unset. */

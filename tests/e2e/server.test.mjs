@@ -1,6 +1,7 @@
 // The service kit's HTTP server as seen through the auth service: protocol
 // features (keep-alive, pipelining, chunked bodies, HEAD, 100-continue),
-// limits (431, 413, 408, 400), routing errors, request ids, health and
+// limits (431, 413, 408, 400), RFC 9112 framing (414, 501, Host, obs-fold,
+// chunk framing, the request deadline), routing errors, request ids, health and
 // metrics endpoints, and the access log (fields present, secrets absent).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -22,7 +23,7 @@ import {
 const opts = { timeout: T(30000) };
 let user; // a registered user for login-based requests
 const conns = new Set();
-const server = useService('auth', { args: ['--header-timeout', '1s'] }, {
+const server = useService('auth', { args: ['--header-timeout', '1s', '--request-timeout', '3s'] }, {
   async started({ url }) {
     user = await registerUser(url);
   },
@@ -408,4 +409,88 @@ test('logs never contain a password or token the test sent', opts, async () => {
   for (const s of secrets.filter((x) => x.split('.').length === 3)) {
     assert.ok(!text.includes(s.split('.')[2]), 'log output contains a JWT signature');
   }
+});
+
+// ---------------------------------------------------------------- RFC 9112 framing
+
+test('framing the server refuses: the status, the envelope, and a closed connection', opts, async () => {
+  const TE = 'POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n';
+  const cases = [
+    ['chunk data not followed by CRLF', `${TE}Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n`, 400, 'invalid_argument'],
+    ['gzip, chunked', `${TE}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`, 501, 'not_implemented'],
+    ['xchunked', `${TE}Transfer-Encoding: xchunked\r\n\r\n`, 501, 'not_implemented'],
+    ['chunked, gzip', `${TE}Transfer-Encoding: chunked, gzip\r\n\r\n`, 501, 'not_implemented'],
+    ['Transfer-Encoding with Content-Length', `${TE}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n`, 400, 'invalid_argument'],
+    ['HTTP/1.1 without Host', 'GET /healthz HTTP/1.1\r\n\r\n', 400, 'invalid_argument'],
+    ['two Host fields', 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n', 400, 'invalid_argument'],
+    ['a malformed Host', 'GET /healthz HTTP/1.1\r\nHost: a b/c\r\n\r\n', 400, 'invalid_argument'],
+    ['obsolete line folding', 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: a\r\n  b\r\n\r\n', 400, 'invalid_argument'],
+    ['a request-target over 16 KiB', `GET /healthz?q=${'a'.repeat(17 * 1024)} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`, 414, 'uri_too_long'],
+    [
+      '101 header fields',
+      `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n${Array.from({ length: 100 }, (_, i) => `X-${i}: v\r\n`).join('')}\r\n`,
+      431,
+      'headers_too_large',
+    ],
+  ];
+  for (const [what, msg, status, code] of cases) {
+    const c = await open();
+    try {
+      await c.write(Buffer.from(msg, 'latin1'));
+    } catch {
+      /* the server may close while a long request is still being written */
+    }
+    const r = await c.readResponse();
+    assertError(assert, asRes(r), status, code);
+    assert.match(String(r.headers.connection || ''), /close/i, `${what}: Connection: close`);
+    assert.ok(await c.waitClose(T(3000)), `${what}: connection closed`);
+  }
+});
+
+test('valid chunk extensions are ignored; HTTP/1.0 needs no Host', opts, async () => {
+  const c = await open();
+  const body = Buffer.from(loginBody());
+  await c.write(
+    rawRequest('POST', '/api/auth/login', { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' }),
+  );
+  const parts = [body.subarray(0, 5), body.subarray(5, 20), body.subarray(20)];
+  const exts = [';a=1;b=2', ' ;foo=bar', ';a="q s"'];
+  for (let i = 0; i < parts.length; i++) {
+    await c.write(Buffer.concat([Buffer.from(`${parts[i].length.toString(16)}${exts[i]}\r\n`), parts[i], Buffer.from('\r\n')]));
+  }
+  await c.write('0;end\r\nX-Trailer: t\r\n\r\n');
+  const r = await c.readResponse();
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.user.id, user.user.id);
+  c.destroy();
+
+  const c2 = await open();
+  await c2.write('GET /healthz HTTP/1.0\r\n\r\n');
+  const r2 = await c2.readResponse();
+  assert.equal(r2.status, 200, r2.text);
+  c2.destroy();
+});
+
+test('a body dripped one byte at a time ends at the request deadline: 408 and close', opts, async () => {
+  // 1 byte every 100 ms never trips the 60 s idle timer; --request-timeout 3s does.
+  const c = await open();
+  const t0 = Date.now();
+  await c.write(rawRequest('POST', '/api/auth/login', { 'Content-Type': 'application/json', 'Content-Length': 1000 }));
+  let sent = 0;
+  while (c.pending === 0 && !c.ended && !c.closed && sent < 1000) {
+    try {
+      await c.write('x');
+    } catch {
+      break;
+    }
+    sent++;
+    await sleep(100); // the drip's pace, not a wait for the server
+  }
+  const r = await c.readResponse({ timeoutMs: T(10000) });
+  const elapsed = Date.now() - t0;
+  assertError(assert, asRes(r), 408, 'request_timeout');
+  assert.ok(elapsed >= 2800, `not before the 3 s deadline (${elapsed} ms)`);
+  assert.ok(elapsed < T(8000), `soon after the 3 s deadline (${elapsed} ms)`);
+  assert.ok(sent < 1000, 'the deadline, not the end of the body, ended it');
+  assert.ok(await c.waitClose(T(3000)), 'connection closed');
 });

@@ -16,7 +16,7 @@
 
 #include "kit/http_parser.h"
 #include "kit/router.h"
-#include "kit/server_internal.h"
+#include "kit/http_internal.h"
 
 #define MAX_HEADER_BYTES 512
 #define MAX_BODY_BYTES   4096

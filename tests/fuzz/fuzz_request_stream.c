@@ -9,8 +9,11 @@
  * byte 1 the body mode (low 2 bits), the body limit (next 2 bits) and how
  * often the sink pauses (high 4 bits, 0 = never). The target traps when the
  * parser consumes more than it was given, stops making progress, or hands
- * the sink a different number of bytes than it counts as body. Seeds:
- * tests/fuzz/corpus/request_stream/.
+ * the sink a different number of bytes than it counts as body. A chunked
+ * body the parser accepts in BUFFER mode is also decoded by a small lax
+ * reference decoder from the raw bytes (ref_dechunk); the two must agree,
+ * so whatever the parser accepts (extensions, trailers, any split) means
+ * what it says. Seeds: tests/fuzz/corpus/request_stream/.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -43,8 +46,44 @@ static int on_data(void *ctx, const char *data, size_t len)
     return s->pause_every && s->pieces % s->pause_every == 0;
 }
 
+/* Lax reference de-chunking of raw[0, n): sizes in hex, everything up to
+ * the LF ending a size line skipped (extensions), data, CRLF; trailers after
+ * the last chunk ignored. Returns the body length, or -1 when raw is not a
+ * chunked body. Extension values cannot hold CR or LF, so the first LF ends
+ * the size line. */
+static long ref_dechunk(const char *raw, size_t n, char *out, size_t cap)
+{
+    size_t i = 0, o = 0;
+    for (;;) {
+        uint64_t size = 0;
+        size_t digits = 0;
+        for (; i < n; i++, digits++) {
+            char ch = raw[i];
+            int v = ch >= '0' && ch <= '9'   ? ch - '0'
+                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                             : -1;
+            if (v < 0) break;
+            if (size > (UINT64_MAX >> 4)) return -1;
+            size = size * 16 + (uint64_t)v;
+        }
+        const char *lf = i < n ? memchr(raw + i, '\n', n - i) : NULL;
+        if (!digits || !lf || lf[-1] != '\r') return -1;
+        i = (size_t)(lf - raw) + 1;
+        if (size == 0) return (long)o;
+        if (size > n - i || size > cap - o) return -1;
+        memcpy(out + o, raw + i, size);
+        o += size;
+        i += size;
+        if (n - i < 2 || raw[i] != '\r' || raw[i + 1] != '\n') return -1;
+        i += 2;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static char ref[1 << 16];
+    size_t body_start = 0;
     static const size_t limits[4] = {0, 16, 300, 1 << 20};
     static const tr_http_body_mode_t modes[4] = {TR_HTTP_BODY_STREAM, TR_HTTP_BODY_BUFFER,
                                                  TR_HTTP_BODY_DISCARD, TR_HTTP_BODY_STREAM};
@@ -73,12 +112,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r == TR_HTTP_HEADERS) {
             if (p.method == NULL || p.path == NULL) __builtin_trap();
             if (tr__http_parser_set_body(&p, mode, limit) != 0) break;
+            body_start = off;
             continue;
         }
         if (r == TR_HTTP_REQUEST) {
             if (mode == TR_HTTP_BODY_STREAM && sink.bytes != p.body_seen) __builtin_trap();
             if (mode == TR_HTTP_BODY_BUFFER && p.body_len != p.body_seen) __builtin_trap();
             if (p.body_seen > limit) __builtin_trap();
+            if (p.chunked && mode == TR_HTTP_BODY_BUFFER && p.body_len <= sizeof(ref)) {
+                long n = ref_dechunk(in + body_start, off - body_start, ref, sizeof(ref));
+                if (n < 0 || (size_t)n != p.body_len || memcmp(ref, p.body, p.body_len) != 0)
+                    __builtin_trap();
+            }
             sink.bytes = 0;
             tr__http_parser_next(&p);
         }

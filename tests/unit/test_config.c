@@ -161,9 +161,11 @@ static void test_common_options(void **state)
         {"db", NULL},
         {"max-connections", "10000"},
         {"max-header-bytes", "16k"},
+        {"max-header-fields", "100"},
         {"max-body-bytes", "1m"},
         {"header-timeout", "10s"},
         {"idle-timeout", "60s"},
+        {"request-timeout", "60s"},
         {"drain-timeout", "10s"},
         {"tls-cert", NULL},
         {"tls-key", NULL},
@@ -336,12 +338,12 @@ static void test_print_help(void **state)
     fclose(f);
     text[n] = '\0';
     /* Redeclared options print once, with the later declaration. */
-    const char *line = strstr(text, "  --port-base        VALUE   redeclared");
+    const char *line = strstr(text, "  --port-base         VALUE   redeclared");
     assert_non_null(line);
     assert_null(strstr(line + 4, "--port-base"));
     assert_null(strstr(text, "(default: 8000)"));
     assert_non_null(strstr(line, "(default: 9100)\n"));
-    assert_non_null(strstr(text, "  --host             VALUE   address to listen on (default: "
+    assert_non_null(strstr(text, "  --host              VALUE   address to listen on (default: "
                                  "127.0.0.1)\n"));
     assert_non_null(strstr(text, "  --jwt-alg "));
     assert_non_null(strstr(text, "JWT algorithm (default: HS256)\n"));

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
@@ -66,7 +67,7 @@ static const parser_case_t cases[] = {
      {REQ("GET", "/", "/", "", "", true, false, "X-PAD", "padded", 4)},
      0},
     {"content-length body",
-     "POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+     "POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
      1024,
      1024,
      0,
@@ -74,13 +75,13 @@ static const parser_case_t cases[] = {
      {REQ("POST", "/p", "/p", "", "hello", true, false, NULL, NULL, 0)},
      0},
     {"chunked body is de-chunked, trailers dropped",
-     "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
      "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
      1024,
      1024,
      0,
      1,
-     {REQ("POST", "/c", "/c", "", "hello world", true, false, "transfer-encoding", "chunked", 1)},
+     {REQ("POST", "/c", "/c", "", "hello world", true, false, "transfer-encoding", "chunked", 2)},
      0},
     {"absolute-form target routes on its path",
      "GET http://example.com:80/a/b?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
@@ -91,7 +92,7 @@ static const parser_case_t cases[] = {
      {REQ("GET", "http://example.com:80/a/b?x=1", "/a/b", "x=1", "", true, false, NULL, NULL, 0)},
      0},
     {"absolute-form without a path is /",
-     "GET http://example.com?x=1 HTTP/1.1\r\n\r\n",
+     "GET http://example.com?x=1 HTTP/1.1\r\nHost: t\r\n\r\n",
      1024,
      1024,
      0,
@@ -99,7 +100,8 @@ static const parser_case_t cases[] = {
      {REQ("GET", "http://example.com?x=1", "/", "x=1", "", true, false, NULL, NULL, 0)},
      0},
     {"pipelined pair",
-     "GET /one HTTP/1.1\r\nHost: h\r\n\r\nPOST /two HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+     "GET /one HTTP/1.1\r\nHost: h\r\n\r\nPOST /two HTTP/1.1\r\nHost: t\r\nContent-Length: "
+     "3\r\n\r\nabc",
      1024,
      1024,
      0,
@@ -108,7 +110,7 @@ static const parser_case_t cases[] = {
       REQ("POST", "/two", "/two", "", "abc", true, false, NULL, NULL, 0)},
      0},
     {"pipelined: second incomplete waits for more",
-     "GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\nHost:",
+     "GET /one HTTP/1.1\r\nHost: t\r\n\r\nGET /two HTTP/1.1\r\nHost:",
      1024,
      1024,
      0,
@@ -116,23 +118,24 @@ static const parser_case_t cases[] = {
      {REQ("GET", "/one", "/one", "", "", true, false, NULL, NULL, 0)},
      0},
     {"head exactly at the limit is accepted",
-     "GET /x HTTP/1.1\r\nA: 0123456789\r\n\r\n", /* 34 bytes */
-     34,
+     "GET /x HTTP/1.1\r\nHost: t\r\nA: 0123456789\r\n\r\n", /* 43 bytes */
+     43,
      1024,
      0,
      1,
-     {REQ("GET", "/x", "/x", "", "", true, false, "a", "0123456789", 1)},
+     {REQ("GET", "/x", "/x", "", "", true, false, "a", "0123456789", 2)},
      0},
     {"head one byte over the limit -> 431",
-     "GET /x HTTP/1.1\r\nA: 0123456789\r\n\r\n",
-     33,
+     "GET /x HTTP/1.1\r\nHost: t\r\nA: 0123456789\r\n\r\n",
+     42,
      1024,
      0,
      0,
      {{0}},
      431},
     {"header flood -> 431",
-     "GET / HTTP/1.1\r\nA: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+     "GET / HTTP/1.1\r\nHost: t\r\nA: "
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
      "B: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\n",
      64,
      1024,
@@ -141,7 +144,7 @@ static const parser_case_t cases[] = {
      {{0}},
      431},
     {"content-length over the limit -> 413 before the body",
-     "POST /p HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+     "POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
      1024,
      10,
      0,
@@ -149,7 +152,7 @@ static const parser_case_t cases[] = {
      {{0}},
      413},
     {"chunked body over the limit -> 413",
-     "POST /p HTTP/1.1\r\nTransfer-Encoding: "
+     "POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
      "chunked\r\n\r\n6\r\nabcdef\r\n6\r\nghijkl\r\n0\r\n\r\n",
      1024,
      10,
@@ -158,7 +161,7 @@ static const parser_case_t cases[] = {
      {{0}},
      413},
     {"body exactly at the limit",
-     "POST /p HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789",
+     "POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789",
      1024,
      10,
      0,
@@ -167,7 +170,7 @@ static const parser_case_t cases[] = {
      0},
     {"garbage -> 400", "\x16\x03\x01\x02\xfc\x03\x03", 1024, 1024, 0, 0, {{0}}, 400},
     {"header without colon -> 400",
-     "GET / HTTP/1.1\r\nHost h\r\n\r\n",
+     "GET / HTTP/1.1\r\nHost: t\r\nHost h\r\n\r\n",
      1024,
      1024,
      0,
@@ -175,7 +178,7 @@ static const parser_case_t cases[] = {
      {{0}},
      400},
     {"space before the colon -> 400",
-     "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+     "GET / HTTP/1.1\r\nHost: t\r\nHost : h\r\n\r\n",
      1024,
      1024,
      0,
@@ -183,7 +186,7 @@ static const parser_case_t cases[] = {
      {{0}},
      400},
     {"non-token byte in a header name -> 400",
-     "GET / HTTP/1.1\r\nHo(st: h\r\n\r\n",
+     "GET / HTTP/1.1\r\nHost: t\r\nHo(st: h\r\n\r\n",
      1024,
      1024,
      0,
@@ -191,7 +194,8 @@ static const parser_case_t cases[] = {
      {{0}},
      400},
     {"content-length with transfer-encoding (smuggling) -> 400",
-     "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n0\r\n\r\n",
      1024,
      1024,
      0,
@@ -199,7 +203,7 @@ static const parser_case_t cases[] = {
      {{0}},
      400},
     {"bad chunk size -> 400",
-     "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+     "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
      1024,
      1024,
      0,
@@ -207,7 +211,7 @@ static const parser_case_t cases[] = {
      {{0}},
      400},
     {"expect 100-continue is reported",
-     "PUT /u HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\nok",
+     "PUT /u HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\nContent-Length: 2\r\n\r\nok",
      1024,
      1024,
      0,
@@ -215,7 +219,7 @@ static const parser_case_t cases[] = {
      {REQ("PUT", "/u", "/u", "", "ok", true, true, NULL, NULL, 0)},
      0},
     {"head callback verdict fails the stream",
-     "POST /missing HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
+     "POST /missing HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nok",
      1024,
      1024,
      404,
@@ -239,7 +243,7 @@ static const parser_case_t cases[] = {
      {REQ("GET", "/old", "/old", "", "", true, false, NULL, NULL, 0)},
      0},
     {"HTTP/1.1 with Connection: close",
-     "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+     "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
      1024,
      1024,
      0,
@@ -247,13 +251,125 @@ static const parser_case_t cases[] = {
      {REQ("GET", "/", "/", "", "", false, false, NULL, NULL, 0)},
      0},
     {"upgrade request is answered, then the connection closes",
-     "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00",
+     "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00",
      1024,
      1024,
      0,
      1,
      {REQ("GET", "/ws", "/ws", "", "", false, false, NULL, NULL, 0)},
      0},
+/* ---- RFC 9112 framing ---- */
+#define TE_HEAD "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+#define FAILS(name, input, status)                                                                 \
+    {                                                                                              \
+        name, input, 1024, 1024, 0, 0, {{0}}, status                                               \
+    }
+#define CHUNKED_OK(name, input)                                                                    \
+    {                                                                                              \
+        name, TE_HEAD input, 1024, 1024, 0, 1,                                                     \
+            {REQ("POST", "/c", "/c", "", "hello", true, false, NULL, NULL, 0)}, 0                  \
+    }
+    FAILS("chunk data followed by XX, not CRLF -> 400", TE_HEAD "5\r\nhelloXX0\r\n\r\n", 400),
+    FAILS("chunk data followed by a bare LF -> 400", TE_HEAD "5\r\nhello\n0\r\n\r\n", 400),
+    FAILS("chunk data followed by CR and no LF -> 400", TE_HEAD "5\r\nhello\rX0\r\n\r\n", 400),
+    FAILS("chunk size line ending in a bare LF -> 400", TE_HEAD "5\nhello\r\n0\r\n\r\n", 400),
+    FAILS("chunk size overflowing 64 bits -> 400", TE_HEAD "10000000000000000\r\n", 400),
+    FAILS("chunk extension without a name -> 400", TE_HEAD "5;=1\r\nhello\r\n0\r\n\r\n", 400),
+    FAILS("chunk extension value with a bad byte -> 400", TE_HEAD "5;a=@\r\nhello\r\n0\r\n\r\n",
+          400),
+    FAILS("unterminated quoted extension value -> 400", TE_HEAD "5;a=\"q\r\nhello\r\n0\r\n\r\n",
+          400),
+    FAILS("trailer folded onto a second line -> 400",
+          TE_HEAD "5\r\nhello\r\n0\r\nX-T: a\r\n b\r\n\r\n", 400),
+    FAILS("trailer without a colon -> 400", TE_HEAD "5\r\nhello\r\n0\r\nXT\r\n\r\n", 400),
+    CHUNKED_OK("several chunk extensions", "5;a=1;b=2\r\nhello\r\n0\r\n\r\n"),
+    CHUNKED_OK("chunk extension after whitespace", "5 ;foo=bar\r\nhello\r\n0\r\n\r\n"),
+    CHUNKED_OK("quoted chunk extension with a space and an escape",
+               "5;a=\"q s\\\"\"\r\nhello\r\n0;last\r\n\r\n"),
+    CHUNKED_OK("chunk extensions with BWS everywhere, no value",
+               "2 ; a = 1 ;b\t;c\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n"),
+    CHUNKED_OK("upper-case hex and leading zeros", "0005\r\nhello\r\n000\r\n\r\n"),
+    CHUNKED_OK("trailers are dropped", "5\r\nhello\r\n0\r\nX-A: 1\r\nX-B: two words\r\n\r\n"),
+    FAILS("HTTP/1.1 without Host -> 400", "GET / HTTP/1.1\r\n\r\n", 400),
+    FAILS("two Host fields -> 400", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    FAILS("Host with a space -> 400", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    FAILS("Host with a non-numeric port -> 400", "GET / HTTP/1.1\r\nHost: a:b\r\n\r\n", 400),
+    FAILS("Host with userinfo -> 400", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    FAILS("two Host fields on HTTP/1.0 -> 400", "GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+          400),
+    {"HTTP/1.0 without Host is accepted",
+     "GET /old HTTP/1.0\r\n\r\n",
+     1024,
+     1024,
+     0,
+     1,
+     {REQ("GET", "/old", "/old", "", "", false, false, NULL, NULL, 0)},
+     0},
+    {"Host forms: name:port, IPv6 literal, empty",
+     "GET /1 HTTP/1.1\r\nHost: a.example:8080\r\n\r\nGET /2 HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"
+     "GET /3 HTTP/1.1\r\nHost:\r\n\r\n",
+     1024,
+     1024,
+     0,
+     3,
+     {REQ("GET", "/1", "/1", "", "", true, false, "host", "a.example:8080", 1),
+      REQ("GET", "/2", "/2", "", "", true, false, "host", "[::1]:80", 1),
+      REQ("GET", "/3", "/3", "", "", true, false, "host", "", 1)},
+     0},
+    FAILS("Transfer-Encoding: gzip, chunked -> 501",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    FAILS("Transfer-Encoding: xchunked -> 501",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+    FAILS("Transfer-Encoding: chunked, gzip -> 501",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
+    FAILS("gzip and chunked on two lines -> 501",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: "
+          "chunked\r\n\r\n0\r\n\r\n",
+          501),
+    FAILS("chunked twice -> 400",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+          400),
+    FAILS("empty Transfer-Encoding -> 400",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \r\n\r\n", 400),
+    FAILS("Transfer-Encoding on HTTP/1.0 -> 400",
+          "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    FAILS("transfer-encoding then content-length -> 400",
+          "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+          "5\r\n\r\n0\r\n\r\n",
+          400),
+    {"Transfer-Encoding is case-insensitive",
+     "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     1024,
+     1024,
+     0,
+     1,
+     {REQ("POST", "/c", "/c", "", "hello", true, false, NULL, NULL, 0)},
+     0},
+    FAILS("obs-fold with spaces -> 400", "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n  b\r\n\r\n", 400),
+    FAILS("obs-fold with a tab -> 400", "GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\n\tb\r\n\r\n", 400),
+    FAILS("whitespace-only fold line -> 400",
+          "GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n \r\nX-B: c\r\n\r\n", 400),
+    {"request-target over the head limit -> 414",
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n"
+     "Host: h\r\n\r\n",
+     64,
+     1024,
+     0,
+     0,
+     {{0}},
+     414},
+    {"headers (not the target) over the head limit -> 431",
+     "GET /a HTTP/1.1\r\nHost: h\r\nX-A: "
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+     64,
+     1024,
+     0,
+     0,
+     {{0}},
+     431},
+#undef FAILS
+#undef CHUNKED_OK
+#undef TE_HEAD
 };
 
 typedef struct head_ctx {
@@ -350,8 +466,8 @@ static void test_head_callback_sets_limit(void **state)
     tr_http_parser_t p;
     head_ctx_t h = {.max_body = 3};
     size_t used;
-    const char *ok = "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
-    const char *big = "POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd";
+    const char *ok = "POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc";
+    const char *big = "POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd";
 
     tr__http_parser_init(&p, 1024, 1 << 20, on_head, &h);
     assert_int_equal(tr__http_parser_feed(&p, ok, strlen(ok), &used), TR_HTTP_REQUEST);
@@ -378,7 +494,7 @@ static void test_progress_flags(void **state)
     assert_int_equal(tr__http_parser_feed(&p, "PO", 2, &used), TR_HTTP_NEED_MORE);
     assert_true(p.started);
     assert_false(p.headers_done);
-    const char *rest = "ST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab";
+    const char *rest = "ST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab";
     assert_int_equal(tr__http_parser_feed(&p, rest, strlen(rest), &used), TR_HTTP_NEED_MORE);
     assert_true(p.headers_done);
     assert_int_equal(tr__http_parser_feed(&p, "cdGET", 5, &used), TR_HTTP_REQUEST);
@@ -400,7 +516,7 @@ static void test_framing_overhead_capped(void **state)
     tr_http_parser_t p;
     size_t used;
     char ext[512];
-    const char *head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=";
+    const char *head = "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1;a=";
     tr__http_parser_init(&p, 256, 256, NULL, NULL);
     assert_int_equal(tr__http_parser_feed(&p, head, strlen(head), &used), TR_HTTP_NEED_MORE);
     memset(ext, 'x', sizeof(ext));
@@ -412,6 +528,73 @@ static void test_framing_overhead_capped(void **state)
     tr__http_parser_free(&p);
 }
 
+/* Feeds a head with nfields header fields (Host included) and returns the
+ * failure status, 0 when the request was complete. */
+static int feed_fields(size_t limit, size_t nfields)
+{
+    char head[8192];
+    size_t n = (size_t)snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: h\r\n");
+    for (size_t i = 1; i < nfields; i++)
+        n += (size_t)snprintf(head + n, sizeof(head) - n, "X-%zu: v\r\n", i);
+    n += (size_t)snprintf(head + n, sizeof(head) - n, "\r\n");
+    tr_http_parser_t p;
+    size_t used = 0;
+    tr__http_parser_init(&p, sizeof(head), 1024, NULL, NULL);
+    if (limit) tr__http_parser_set_max_header_fields(&p, limit);
+    tr_http_parse_result_t r = tr__http_parser_feed(&p, head, n, &used);
+    int status = r == TR_HTTP_FAILED ? p.error_status : r == TR_HTTP_REQUEST ? 0 : -1;
+    tr__http_parser_free(&p);
+    return status;
+}
+
+static void test_header_field_count(void **state)
+{
+    (void)state;
+    assert_int_equal(feed_fields(0, 100), 0); /* the default is 100 */
+    assert_int_equal(feed_fields(0, 101), 431);
+    assert_int_equal(feed_fields(3, 3), 0);
+    assert_int_equal(feed_fields(3, 4), 431);
+}
+
+/* A chunked body in STREAM mode whose sink pauses after every piece: the
+ * pieces arrive whole and in order, and the end needs the final CRLF. */
+static int pause_sink(void *ctx, const char *data, size_t len)
+{
+    tr_buf_t *b = ctx;
+    tr_buf_append(b, data, len);
+    return 1;
+}
+
+static void test_chunked_stream_pauses(void **state)
+{
+    (void)state;
+    static const char in[] = "POST /s HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             "3;x=\"a b\"\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+    tr_http_parser_t p;
+    tr_buf_t got;
+    tr_buf_init(&got, 1024);
+    tr__http_parser_init(&p, 1024, 1024, NULL, &got);
+    p.on_data = pause_sink;
+    size_t off = 0, len = strlen(in);
+    int pauses = 0;
+    tr_http_parse_result_t r = TR_HTTP_NEED_MORE;
+    while (r != TR_HTTP_REQUEST) {
+        size_t used = 0;
+        p.body_mode = TR_HTTP_BODY_STREAM;
+        r = tr__http_parser_feed(&p, in + off, len - off, &used);
+        off += used;
+        assert_int_not_equal(r, TR_HTTP_FAILED);
+        if (r == TR_HTTP_PAUSED) pauses++;
+        assert_true(pauses < 10);
+    }
+    assert_int_equal(off, len);
+    assert_int_equal(pauses, 2);
+    assert_int_equal(got.len, 7);
+    assert_memory_equal(got.data, "abcdefg", 7);
+    tr__http_parser_free(&p);
+    tr_buf_free(&got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -419,6 +602,8 @@ int main(void)
         cmocka_unit_test(test_head_callback_sets_limit),
         cmocka_unit_test(test_progress_flags),
         cmocka_unit_test(test_framing_overhead_capped),
+        cmocka_unit_test(test_header_field_count),
+        cmocka_unit_test(test_chunked_stream_pauses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -308,7 +308,7 @@ static void test_json_params_and_response_headers(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /items/a%20b%2Fc HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "{\"id\":\"a b/c\"}");
@@ -320,7 +320,7 @@ static void test_json_params_and_response_headers(void **state)
     get_ok(c, "/query?a=1&q=x+y%21&q=second", "x y!");
     get_ok(c, "/query?a=1", "(none)");
 
-    testnet_send_str(c, "DELETE /items/1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "DELETE /items/1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 204);
     assert_null(testnet_find_header(&r, "Content-Length"));
@@ -335,10 +335,10 @@ static void test_pipelining_in_order_with_async_handler(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\n\r\n"
-                        "GET /hello HTTP/1.1\r\n\r\n"
-                        "GET /slow?ms=10&n=3 HTTP/1.1\r\n\r\n"
-                        "POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nfour");
+    testnet_send_str(c, "GET /slow?ms=120&n=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "GET /slow?ms=10&n=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nfour");
     static const char *const want[] = {"slow-1", "hello", "slow-3", "four"};
     for (int i = 0; i < 4; i++) {
         assert_int_equal(testnet_read_response(c, &r, false, false), 0);
@@ -356,7 +356,7 @@ static void test_chunked_request_body(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "5\r\nhello\r\n");
     testnet_sleep_ms(20); /* the body arrives in two reads */
     testnet_send_str(c, "7\r\n, world\r\n0\r\n\r\n");
@@ -373,13 +373,13 @@ static void test_head_keeps_length_without_body(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "HEAD /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(testnet_find_header(&r, "Content-Length"), "5");
     /* Had a body been sent, it would be read as the next status line. */
     get_ok(c, "/hello", "hello");
-    testnet_send_str(c, "HEAD /nope HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 404);
     assert_non_null(testnet_find_header(&r, "Content-Length"));
@@ -395,7 +395,8 @@ static void test_expect_continue(void **state)
     start_default();
 
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    testnet_send_str(
+        c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 100);
     testnet_send_str(c, "body");
@@ -406,8 +407,8 @@ static void test_expect_continue(void **state)
 
     /* Too large for the route (64): the final answer comes at once. */
     c = client_open();
-    testnet_send_str(c,
-                     "POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
+    testnet_send_str(
+        c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
     assert_string_equal(testnet_find_header(&r, "Connection"), "close");
@@ -416,7 +417,8 @@ static void test_expect_continue(void **state)
 
     /* Unknown route: no 100, a 404 at once. */
     c = client_open();
-    testnet_send_str(c, "POST /nope HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    testnet_send_str(
+        c, "POST /nope HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
     assert_true(testnet_closed_by_server(c));
@@ -432,7 +434,7 @@ static void test_limits_431_413(void **state)
     start_default();
 
     testnet_client_t *c = client_open();
-    snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nX-Big: %01500d\r\n\r\n", 7);
+    snprintf(big, sizeof(big), "GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: %01500d\r\n\r\n", 7);
     testnet_send_str(c, big);
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 431);
@@ -444,7 +446,7 @@ static void test_limits_431_413(void **state)
     /* Declared length over the route's 64 bytes, body still being sent. */
     c = client_open();
     memset(big, 'x', sizeof(big));
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 2048\r\n\r\n");
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2048\r\n\r\n");
     testnet_send(c, big, 1000);
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
@@ -454,7 +456,7 @@ static void test_limits_431_413(void **state)
 
     /* Chunked body growing past the limit. */
     c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n"
                         "1\r\nx\r\n0\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
@@ -492,9 +494,138 @@ static void test_timeouts_408_and_idle(void **state)
 
     /* A slow body is a timeout too, answered with 408. */
     c = client_open();
-    testnet_send_str(c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 408);
+    testnet_client_close(c);
+    stop(1);
+}
+
+/* RFC 9112 framing refused by the server: the status and the envelope's
+ * code, and the connection is closed after the answer. */
+static void test_framing_errors_answered_and_closed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *request;
+        int status;
+        const char *code;
+    } cases[] = {
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: "
+         "chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+         400, "invalid_argument"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501,
+         "not_implemented"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n", 501,
+         "not_implemented"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501,
+         "not_implemented"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+         "3\r\n\r\n0\r\n\r\n",
+         400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400, "invalid_argument"},
+        {"GET /hello HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", 431,
+         "headers_too_large"},
+    };
+    testnet_response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.max_header_fields = 4;
+    start(&cfg);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        print_message("request %zu\n", i);
+        testnet_client_t *c = client_open();
+        testnet_send_str(c, cases[i].request);
+        assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+        assert_int_equal(r.status, cases[i].status);
+        char code[64];
+        snprintf(code, sizeof(code), "\"code\":\"%s\"", cases[i].code);
+        assert_non_null(strstr(r.body, code));
+        assert_string_equal(testnet_find_header(&r, "Connection"), "close");
+        assert_true(testnet_closed_by_server(c));
+        testnet_client_close(c);
+    }
+
+    /* A target longer than the head limit is 414, not 431. */
+    char line[2048];
+    snprintf(line, sizeof(line), "GET /hello?q=%01200d HTTP/1.1\r\nHost: t\r\n\r\n", 1);
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, line);
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 414);
+    assert_non_null(strstr(r.body, "\"code\":\"uri_too_long\""));
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
+
+    /* Valid chunk extensions are ignored; HTTP/1.0 needs no Host. */
+    c = client_open();
+    testnet_send_str(c,
+                     "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "5;a=1;b=2\r\nhello\r\n2 ;foo=bar\r\n, \r\n5;a=\"q s\"\r\nworld\r\n0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "hello, world");
+    testnet_client_close(c);
+    c = client_open();
+    testnet_send_str(c, "GET /hello HTTP/1.0\r\n\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 200);
+    testnet_client_close(c);
+    stop(1);
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A client dripping a body one byte per 50 ms never trips the 300 ms idle
+ * timer; the request deadline (400 ms from the first byte) ends it with 408.
+ * The drip stops as soon as the answer is readable. */
+static void test_request_deadline_ends_a_drip(void **state)
+{
+    (void)state;
+    testnet_response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.request_timeout_ms = 400;
+    start(&cfg);
+
+    testnet_client_t *c = client_open();
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    testnet_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 60\r\n\r\n");
+    int sent = 0;
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    while (poll(&pfd, 1, 50) == 0) {
+        assert_true(sent < 60); /* the whole body would have gone out: no deadline */
+        testnet_send_str(c, "x");
+        sent++;
+    }
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    double took = seconds_since(&t0);
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body, "\"code\":\"request_timeout\""));
+    assert_true(testnet_closed_by_server(c));
+    assert_true(took > 0.35 && took < 1.5);
+    assert_true(sent >= 5);
+    testnet_client_close(c);
+
+    /* The same drip of headers: the header timer (300 ms) stays in force. */
+    c = client_open();
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n");
+    pfd.fd = c->fd;
+    while (poll(&pfd, 1, 50) == 0)
+        testnet_send_str(c, "X-A: 1\r\n");
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 408);
+    assert_true(seconds_since(&t0) < 1.5);
     testnet_client_close(c);
     stop(1);
 }
@@ -513,7 +644,7 @@ static void test_max_connections_503(void **state)
     get_ok(a, "/hello", "hello"); /* both accepted and counted */
     get_ok(b, "/hello", "hello");
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 503);
     assert_non_null(strstr(r.body, "\"code\":\"unavailable\""));
@@ -537,7 +668,7 @@ static void test_malformed_400_and_routing_errors(void **state)
     start_default();
 
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\nBad Header\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 400);
     assert_non_null(strstr(r.body, "\"code\":\"invalid_argument\""));
@@ -545,7 +676,7 @@ static void test_malformed_400_and_routing_errors(void **state)
     testnet_client_close(c);
 
     c = client_open();
-    testnet_send_str(c, "GET /nope HTTP/1.1\r\nX-Request-Id: trace-me.1\r\n\r\n");
+    testnet_send_str(c, "GET /nope HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-me.1\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
     assert_string_equal(testnet_find_header(&r, "Content-Type"), "application/json");
@@ -560,7 +691,7 @@ static void test_malformed_400_and_routing_errors(void **state)
     json_decref(doc);
 
     /* The connection survives a 404; then a 405 with Allow. */
-    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405);
     assert_string_equal(testnet_find_header(&r, "Allow"), "GET, HEAD");
@@ -576,11 +707,11 @@ static void test_request_id_echo_or_generate(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123_X.y\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(testnet_find_header(&r, "X-Request-Id"), "abc-123_X.y");
 
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\nX-Request-Id: bad id!\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\nX-Request-Id: bad id!\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     const char *id = testnet_find_header(&r, "X-Request-Id");
     assert_int_equal(strlen(id), 36);
@@ -612,7 +743,7 @@ static void test_client_gone_while_pending(void **state)
     start_default();
     atomic_store(&cancelled_seen, 0);
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /slow?ms=100&n=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_slow_started();
     /* A reset, not a polite FIN. */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -642,7 +773,7 @@ static void test_graceful_stop_finishes_in_flight(void **state)
     testnet_client_t *idle = client_open();
     get_ok(idle, "/hello", "hello");
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /slow?ms=200&n=last HTTP/1.1\r\nHost: t\r\n\r\n");
     wait_slow_started();
     tr_server_stop(fx.srv);
 
@@ -669,9 +800,13 @@ static void test_graceful_stop_finishes_in_flight(void **state)
 static void test_large_answer_written_in_pieces(void **state)
 {
     (void)state;
-    start_default();
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.idle_timeout_ms = 2000; /* the reader may stall on a loaded machine */
+    start(&cfg);
     testnet_client_t *c = client_open_rcvbuf(16 * 1024);
-    testnet_send_str(c, "GET /big HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c,
+                     "GET /big HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     testnet_sleep_ms(50); /* let the server fill the socket buffer and wait */
     char head[1024];
     size_t got = 0, head_len = 0;
@@ -702,6 +837,43 @@ static void test_large_answer_written_in_pieces(void **state)
     stop(1);
 }
 
+/* A reader that keeps taking the 8 MiB answer, but slowly (16 KiB reads
+ * 5 ms apart through a 16 KiB window: seconds in all, most of the answer
+ * waiting in libuv for the kernel's megabytes to drain first), is not cut
+ * off by the 500 ms write timer, which counts time without progress. */
+static void test_slow_steady_reader_gets_the_whole_answer(void **state)
+{
+    (void)state;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.idle_timeout_ms = 500;
+    start(&cfg);
+    testnet_client_t *c = client_open_rcvbuf(16 * 1024);
+    testnet_send_str(c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    char chunk[16384];
+    size_t got = 0, head_len = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!head_len || got - head_len < BIG_BYTES) {
+        ssize_t n = recv(c->fd, chunk, sizeof(chunk), 0);
+        assert_true(n > 0);
+        if (!head_len) {
+            char *end = memmem(chunk, (size_t)n, "\r\n\r\n", 4);
+            assert_non_null(end);
+            head_len = (size_t)(end - chunk) + 4;
+        }
+        got += (size_t)n;
+        testnet_sleep_ms(5); /* the reader's pace: at most 3.2 MB/s */
+    }
+    assert_int_equal(got - head_len, BIG_BYTES);
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(took > 1.5); /* well past the write timer */
+    testnet_client_close(c);
+    stop(1);
+}
+
 static void test_drain_deadline_ends_stuck_requests(void **state)
 {
     (void)state;
@@ -711,7 +883,7 @@ static void test_drain_deadline_ends_stuck_requests(void **state)
     start(&cfg);
     atomic_store(&stuck_seen, 0);
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /stuck HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /stuck HTTP/1.1\r\nHost: t\r\n\r\n");
     for (int i = 0; i < 400 && atomic_load(&stuck_seen) == 0; i++)
         testnet_sleep_ms(5);
     assert_int_equal(tr_server_in_flight(fx.srv), 1);
@@ -801,6 +973,8 @@ int main(void)
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_limits_431_413),
         cmocka_unit_test(test_timeouts_408_and_idle),
+        cmocka_unit_test(test_framing_errors_answered_and_closed),
+        cmocka_unit_test(test_request_deadline_ends_a_drip),
         cmocka_unit_test(test_max_connections_503),
         cmocka_unit_test(test_malformed_400_and_routing_errors),
         cmocka_unit_test(test_request_id_echo_or_generate),
@@ -808,6 +982,7 @@ int main(void)
         cmocka_unit_test(test_client_gone_while_pending),
         cmocka_unit_test(test_graceful_stop_finishes_in_flight),
         cmocka_unit_test(test_large_answer_written_in_pieces),
+        cmocka_unit_test(test_slow_steady_reader_gets_the_whole_answer),
         cmocka_unit_test(test_drain_deadline_ends_stuck_requests),
         cmocka_unit_test(test_several_workers_share_the_port),
         cmocka_unit_test(test_start_errors),

@@ -734,7 +734,7 @@ static testnet_client_t *client_open(void)
 static void get_hello(testnet_client_t *c)
 {
     testnet_response_t r;
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "hello", 5);
@@ -758,47 +758,48 @@ static void test_router_first_then_hook(void **state)
     get_hello(c); /* the router's: the hook is not asked */
     assert_int_equal(atomic_load(&hook_calls), 0);
 
-    testnet_send_str(c, "GET /nope HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 404);
     assert_non_null(strstr(r.body, "\"code\":\"not_found\""));
 
     /* The router knows /hello under GET only: the hook decides, the server
      * answers 405 with the router's Allow. */
-    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc");
+    testnet_send_str(c, "PUT /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405);
     assert_string_equal(testnet_find_header(&r, "Allow"), "GET, HEAD");
 
-    testnet_send_str(c, "GET /limited HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /limited HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 429);
     assert_non_null(strstr(r.body, "\"code\":\"rate_limited\""));
 
     /* Claimed and buffered: dispatch gets the hook's request, body whole. */
-    testnet_send_str(c, "POST /buf HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    testnet_send_str(c, "POST /buf HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "len=5 body=hello");
     assert_string_equal(testnet_find_header(&r, "X-Request-Id"), hook_request_id);
 
     /* Buffered for the hook: 100 Continue once the hook chose the mode. */
-    testnet_send_str(c, "POST /buf HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    testnet_send_str(
+        c, "POST /buf HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 100);
     testnet_send_str(c, "ok");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(r.body, "len=2 body=ok");
 
-    testnet_send_str(c, "POST /buf?read=1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz");
+    testnet_send_str(c, "POST /buf?read=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(r.body, "read=xyz");
-    testnet_send_str(c, "GET /buf?read=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /buf?read=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(r.body, "read=");
 
     /* Over the hook's limit (100): 413 before dispatch, then close. */
-    testnet_send_str(c, "POST /buf HTTP/1.1\r\nContent-Length: 500\r\n\r\n");
+    testnet_send_str(c, "POST /buf HTTP/1.1\r\nHost: t\r\nContent-Length: 500\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
     assert_true(testnet_closed_by_server(c));
@@ -818,7 +819,7 @@ static void test_hook_answers_early_body_discarded_or_closed(void **state)
     /* A small body after an early 401: read and dropped, connection kept,
      * even when the body arrives after the answer. */
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /deny HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234");
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
     assert_string_equal(testnet_find_header(&r, "WWW-Authenticate"), "Bearer");
@@ -826,8 +827,8 @@ static void test_hook_answers_early_body_discarded_or_closed(void **state)
     testnet_send_str(c, "56789");
     get_hello(c);
     /* Chunked, in the same packet as the next request. */
-    testnet_send_str(c, "POST /deny HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "3\r\nabc\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
@@ -836,7 +837,7 @@ static void test_hook_answers_early_body_discarded_or_closed(void **state)
 
     /* A large announced body is not worth reading: Connection: close. */
     c = client_open();
-    testnet_send_str(c, "POST /deny HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n");
+    testnet_send_str(c, "POST /deny HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n");
     memset(big, 'x', sizeof(big));
     testnet_send(c, big, sizeof(big));
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
@@ -847,7 +848,8 @@ static void test_hook_answers_early_body_discarded_or_closed(void **state)
 
     /* Expect: 100-continue never answered: close rather than wait. */
     c = client_open();
-    testnet_send_str(c, "POST /deny HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    testnet_send_str(
+        c, "POST /deny HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 401);
     assert_string_equal(testnet_find_header(&r, "Connection"), "close");
@@ -925,7 +927,7 @@ static void test_stream_body_backpressure_20mb(void **state)
     testnet_client_t *c = client_open_with(64 * 1024);
     char head[128];
     snprintf(head, sizeof(head),
-             "POST /up?hold=400&pause=0 HTTP/1.1\r\nContent-Length: %llu\r\n\r\n",
+             "POST /up?hold=400&pause=0 HTTP/1.1\r\nHost: t\r\nContent-Length: %llu\r\n\r\n",
              (unsigned long long)total);
     testnet_send_str(c, head);
     sender_t s = {.fd = c->fd, .total = total};
@@ -966,12 +968,12 @@ static void test_stream_chunked_body_echoed(void **state)
     testnet_response_t r;
     start_default();
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /up?echo=1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    testnet_send_str(c, "POST /up?echo=1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                         "5;ext=1\r\nhello\r\n");
     testnet_sleep_ms(30);
     testnet_send_str(c, "7\r\n, world\r\n");
     testnet_sleep_ms(30);
-    testnet_send_str(c, "0\r\nX-Trailer: t\r\n\r\nGET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "0\r\nX-Trailer: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_true(r.chunked);
@@ -996,7 +998,7 @@ static void test_stream_body_limit_413(void **state)
 
     /* Announced over the limit: 413 at once, the handler never runs. */
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nContent-Length: 5000\r\n\r\n");
+    testnet_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 413);
     assert_true(testnet_closed_by_server(c));
@@ -1005,7 +1007,8 @@ static void test_stream_body_limit_413(void **state)
 
     /* Chunked, growing past it mid-stream: on_end(-EMSGSIZE), then 413. */
     c = client_open();
-    testnet_send_str(c, "POST /up?max=1000 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    testnet_send_str(c,
+                     "POST /up?max=1000 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     testnet_send_str(c, "2bc\r\n");
     testnet_send(c, body, sizeof(body));
     testnet_send_str(c, "\r\n2bc\r\n");
@@ -1021,8 +1024,8 @@ static void test_stream_body_limit_413(void **state)
 
     /* Malformed chunk framing mid-stream: on_end(-EBADMSG), then 400. */
     c = client_open();
-    testnet_send_str(c,
-                     "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n");
+    testnet_send_str(
+        c, "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 400);
     testnet_client_close(c);
@@ -1038,7 +1041,7 @@ static void test_stream_body_timeout_and_expect(void **state)
 
     /* The body stops coming: -ETIMEDOUT to the handler, 408. */
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 408);
     assert_true(testnet_closed_by_server(c));
@@ -1048,7 +1051,8 @@ static void test_stream_body_timeout_and_expect(void **state)
     /* 100 Continue comes when the handler starts reading. */
     c = client_open();
     testnet_send_str(
-        c, "POST /up?echo=1 HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+        c,
+        "POST /up?echo=1 HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 100);
     testnet_send_str(c, "body");
@@ -1057,12 +1061,42 @@ static void test_stream_body_timeout_and_expect(void **state)
     assert_memory_equal(r.body, "body", 4);
 
     /* An early answer that skips a small body keeps the connection. */
-    testnet_send_str(c, "POST /up?early=1 HTTP/1.1\r\nContent-Length: 6\r\n\r\nabcdef");
+    testnet_send_str(c, "POST /up?early=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nabcdef");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body, "early", 5);
     get_hello(c);
     testnet_client_close(c);
+    stop();
+}
+
+/* A streamed body dripped one chunk per 100 ms never trips the 500 ms idle
+ * timer; the 600 ms request deadline ends it: -ETIMEDOUT to the handler,
+ * whose answer is 408. */
+static void test_stream_body_request_deadline(void **state)
+{
+    (void)state;
+    testnet_response_t r;
+    tr_server_config_t cfg;
+    base_config(&cfg);
+    cfg.request_timeout_ms = 600;
+    start(&cfg);
+
+    testnet_client_t *c = client_open();
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+    int sent = 0;
+    while (poll(&pfd, 1, 100) == 0) {
+        assert_true(sent < 40); /* 4 s of drip: the deadline did not fire */
+        testnet_send_str(c, "1;drip=1\r\nx\r\n");
+        sent++;
+    }
+    assert_int_equal(testnet_read_response(c, &r, false, false), 0);
+    assert_int_equal(r.status, 408);
+    assert_true(testnet_closed_by_server(c));
+    testnet_client_close(c);
+    assert_int_equal(atomic_load(&end_status), -ETIMEDOUT);
+    assert_true(sent >= 4);
     stop();
 }
 
@@ -1074,7 +1108,7 @@ static void test_client_disconnect_mid_stream(void **state)
     /* Half the body, then a reset: the body ends with -ECONNRESET; the
      * handler answers there, so its cancel callback has nothing to add. */
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
     char part[5000];
     memset(part, 'z', sizeof(part));
     testnet_send(c, part, sizeof(part));
@@ -1087,7 +1121,7 @@ static void test_client_disconnect_mid_stream(void **state)
     /* A half-close (FIN) before the body is complete. */
     atomic_store(&first_data, 0);
     c = client_open();
-    testnet_send_str(c, "POST /up HTTP/1.1\r\nContent-Length: 100000\r\n\r\n");
+    testnet_send_str(c, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
     testnet_send(c, part, sizeof(part));
     assert_true(wait_for(&first_data, 1));
     shutdown(c->fd, SHUT_WR);
@@ -1098,7 +1132,7 @@ static void test_client_disconnect_mid_stream(void **state)
     /* Leaving while the handler waits with nothing to read or write (a
      * slow upstream): only the cancel callback can tell it. */
     c = client_open();
-    testnet_send_str(c, "GET /res/chunked?n=4&ms=300 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/chunked?n=4&ms=300 HTTP/1.1\r\nHost: t\r\n\r\n");
     testnet_sleep_ms(60);
     testnet_client_reset(c);
     assert_true(wait_for(&cancel_calls, 1));
@@ -1109,7 +1143,7 @@ static void test_client_disconnect_mid_stream(void **state)
 
     /* Leaving during a streamed answer with writes under way. */
     c = client_open_with(0);
-    testnet_send_str(c, "GET /res/chunked?n=16&ms=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/chunked?n=16&ms=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     testnet_sleep_ms(5);
     testnet_client_reset(c);
     for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
@@ -1131,9 +1165,9 @@ static void test_shutdown_with_streaming_request(void **state)
     /* One body completes during the drain and is answered with a close;
      * another never completes and is cut by the deadline. */
     testnet_client_t *done = client_open();
-    testnet_send_str(done, "POST /up HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
+    testnet_send_str(done, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\nabcd");
     testnet_client_t *stuck = client_open();
-    testnet_send_str(stuck, "POST /up HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
+    testnet_send_str(stuck, "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\nabcd");
     for (int i = 0; i < 400 && atomic_load(&body_bytes) == 0; i++)
         testnet_sleep_ms(5);
     testnet_sleep_ms(50);
@@ -1165,7 +1199,7 @@ static void test_streamed_answers_chunked_sized_pipelined(void **state)
     start_default();
     testnet_client_t *c = client_open();
 
-    testnet_send_str(c, "GET /res/chunked?n=3&ms=5&empty=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/chunked?n=3&ms=5&empty=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     assert_true(r.chunked);
@@ -1178,9 +1212,9 @@ static void test_streamed_answers_chunked_sized_pipelined(void **state)
     assert_memory_equal(r.body, "piece-0;piece-1;piece-2;", r.body_len);
 
     /* Sized, pipelined with a routed request and another streamed one. */
-    testnet_send_str(c, "GET /res/sized?n=2 HTTP/1.1\r\n\r\n"
-                        "GET /hello HTTP/1.1\r\n\r\n"
-                        "GET /res/chunked?n=1&nodate=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/sized?n=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+                        "GET /res/chunked?n=1&nodate=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_false(r.chunked);
     assert_string_equal(testnet_find_header(&r, "Content-Length"), "16");
@@ -1194,11 +1228,11 @@ static void test_streamed_answers_chunked_sized_pipelined(void **state)
     assert_memory_equal(r.body, "piece-0;", 8);
 
     /* Copied writes, sized and chunked. */
-    testnet_send_str(c, "GET /res/sized?n=3&copy=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/sized?n=3&copy=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_string_equal(testnet_find_header(&r, "Content-Length"), "24");
     assert_memory_equal(r.body, "piece-0;piece-1;piece-2;", 24);
-    testnet_send_str(c, "GET /res/chunked?n=2&copy=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/chunked?n=2&copy=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_true(r.chunked);
     assert_memory_equal(r.body, "piece-0;piece-1;", 16);
@@ -1216,10 +1250,10 @@ static void test_streamed_answer_head_and_http10(void **state)
     start_default();
     testnet_client_t *c = client_open();
 
-    testnet_send_str(c, "HEAD /res/sized?n=2 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "HEAD /res/sized?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_string_equal(testnet_find_header(&r, "Content-Length"), "16");
-    testnet_send_str(c, "HEAD /res/chunked?n=2 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "HEAD /res/chunked?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_string_equal(testnet_find_header(&r, "Transfer-Encoding"), "chunked");
     /* Had any body byte been sent, it would be read as a status line. */
@@ -1246,13 +1280,13 @@ static void test_streamed_answer_abort_and_short(void **state)
 
     /* Aborted midway: the chunked body never ends, the connection closes. */
     testnet_client_t *c = client_open();
-    testnet_send_str(c, "GET /res/abort?n=4 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/abort?n=4 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), -1);
     testnet_client_close(c);
 
     /* Shorter than announced: handled as an abort. */
     c = client_open();
-    testnet_send_str(c, "GET /res/short?n=2 HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /res/short?n=2 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), -1);
     testnet_client_close(c);
     for (int i = 0; i < 200 && tr_server_in_flight(fx.srv) > 0; i++)
@@ -1270,7 +1304,8 @@ static void test_upgrade_hand_off_echo(void **state)
     start_default();
     testnet_client_t *c = client_open();
     /* Bytes right after the head must reach the new owner. */
-    testnet_send_str(c, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly;");
+    testnet_send_str(
+        c, "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly;");
     assert_int_equal(testnet_read_response(c, &r, true, false), 0);
     assert_int_equal(r.status, 101);
     assert_int_equal(testnet_need(c, 6), 0);
@@ -1287,15 +1322,17 @@ static void test_upgrade_hand_off_echo(void **state)
     /* A second upgraded connection stays open through the stop: the server
      * does not wait for it, worker_stop closes it. */
     testnet_client_t *d = client_open();
-    testnet_send_str(d, "GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
+    testnet_send_str(d,
+                     "GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n");
     assert_int_equal(testnet_read_response(d, &r, true, false), 0);
     assert_int_equal(r.status, 101);
     testnet_client_close(c); /* the first one ends from the client side */
 
     /* Taken over from inside dispatch, early bytes in the same packet. */
     testnet_client_t *s = client_open();
-    testnet_send_str(s, "GET /ws?sync=1 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
-                        "same-packet");
+    testnet_send_str(
+        s, "GET /ws?sync=1 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+           "same-packet");
     assert_int_equal(testnet_read_response(s, &r, true, false), 0);
     assert_int_equal(r.status, 101);
     assert_int_equal(testnet_need(s, 11), 0);
@@ -1304,7 +1341,7 @@ static void test_upgrade_hand_off_echo(void **state)
 
     /* Not allowed once a streamed answer started. */
     testnet_client_t *e = client_open();
-    testnet_send_str(e, "GET /ws?bad=1 HTTP/1.1\r\n\r\n");
+    testnet_send_str(e, "GET /ws?bad=1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(e, &r, false, false), 0);
     assert_int_equal(r.status, 200);
     testnet_client_close(e);
@@ -1345,7 +1382,8 @@ static void test_parser_stream_pause_and_defer(void **state)
     tr_http_parser_t p;
     sink_t s = {.stop_after = 1};
     size_t used = 0;
-    const char *in = "POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET /y HTTP/1.1\r\n\r\n";
+    const char *in = "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /y "
+                     "HTTP/1.1\r\nHost: t\r\n\r\n";
     size_t head_len = strstr(in, "hello") - in;
 
     tr__http_parser_init(&p, 1024, 1 << 20, defer_head, &s);
@@ -1384,7 +1422,7 @@ static void test_parser_stream_pause_and_defer(void **state)
     s.pieces = 0;
     tr__http_parser_init(&p, 1024, 1 << 20, defer_head, &s);
     p.on_data = sink_data;
-    const char *chunked = "POST /z HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    const char *chunked = "POST /z HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                           "3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n";
     assert_int_equal(tr__http_parser_feed(&p, chunked, strlen(chunked), &used), TR_HTTP_HEADERS);
     assert_int_equal(tr__http_parser_set_body(&p, TR_HTTP_BODY_DISCARD, 4), 0);
@@ -1416,7 +1454,7 @@ static void test_start_config_errors(void **state)
     start(&cfg);
     testnet_client_t *c = client_open();
     testnet_response_t r;
-    testnet_send_str(c, "GET /hello HTTP/1.1\r\n\r\n");
+    testnet_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_int_equal(testnet_read_response(c, &r, false, false), 0);
     assert_int_equal(r.status, 405); /* the hook's verdict; no router, no Allow */
     assert_null(testnet_find_header(&r, "Allow"));
@@ -1433,6 +1471,7 @@ int main(void)
         cmocka_unit_test(test_stream_chunked_body_echoed),
         cmocka_unit_test(test_stream_body_limit_413),
         cmocka_unit_test(test_stream_body_timeout_and_expect),
+        cmocka_unit_test(test_stream_body_request_deadline),
         cmocka_unit_test(test_client_disconnect_mid_stream),
         cmocka_unit_test(test_shutdown_with_streaming_request),
         cmocka_unit_test(test_streamed_answers_chunked_sized_pipelined),

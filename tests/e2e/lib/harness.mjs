@@ -937,7 +937,9 @@ const ERROR_STATUS = {
   idempotency_key_reused: 422,
   rate_limited: 429,
   headers_too_large: 431,
+  uri_too_long: 414,
   internal: 500,
+  not_implemented: 501,
   unavailable: 503,
 };
 
