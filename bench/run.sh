@@ -53,13 +53,13 @@ run_wrk() {
 }
 
 # ------------------------------------------------------------------ trellis
-PORT=$(free_port)
-"$BIN" serve auth --port "$PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
+"$BIN" serve auth --port 0 --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
   2>"$TMP/auth.log" &
 AUTH_PID=$!
 PIDS+=("$AUTH_PID")
+PORT=$(listening_port "$TMP/auth.log" "$AUTH_PID") || PORT=0
 URL="http://127.0.0.1:$PORT"
-if ! wait_ok "$URL/readyz"; then
+if [ "$PORT" = 0 ] || ! wait_ok "$URL/readyz"; then
   echo "bench: trellis serve auth did not become ready; its log:" >&2
   cat "$TMP/auth.log" >&2
   exit 1
@@ -99,7 +99,6 @@ RSS_AFTER_KB=$(rss_kb "$AUTH_PID")
 # ------------------------------------------------------------------ nginx
 NGINX_VERSION=""
 if command -v nginx >/dev/null && NGINX_VERSION=$(nginx -v 2>&1); then
-  NPORT=$(free_port)
   mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
   access_log="access_log off;"
   if [ "$LOG_LEVEL" = "debug" ] || [ "$LOG_LEVEL" = "info" ]; then
@@ -107,7 +106,7 @@ if command -v nginx >/dev/null && NGINX_VERSION=$(nginx -v 2>&1); then
   fi
   user_line=""
   if [ "$(id -u)" -eq 0 ]; then user_line="user root;"; fi
-  cat >"$TMP/nginx/nginx.conf" <<EOF
+  cat >"$TMP/nginx/nginx.conf.in" <<EOF
 $user_line
 worker_processes 2;
 daemon off;
@@ -121,15 +120,13 @@ http {
   fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
   keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$NPORT;
+    listen 127.0.0.1:@PORT@;
     location / { return 200; }
   }
 }
 EOF
-  nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$TMP/nginx/nginx.conf" &
-  PIDS+=($!)
-  if wait_ok "http://127.0.0.1:$NPORT/"; then
-    run_wrk nginx "http://127.0.0.1:$NPORT/" healthz.lua
+  if nginx_start "$TMP/nginx" /; then
+    run_wrk nginx "http://127.0.0.1:$NGINX_PORT/" healthz.lua
   else
     echo "bench: nginx did not start:" >&2
     cat "$TMP/nginx/logs/error.log" >&2 || true
