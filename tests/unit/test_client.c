@@ -1064,14 +1064,17 @@ static void test_streamed_request_body(void **state)
 
 /* ---- tests: failures and timeouts --------------------------------------- */
 
-static int closed_port(void)
+/* A loopback port where connecting is refused: bound but never listening.
+ * The socket stays bound until the caller closes *fd, so no other listener
+ * (another test, a `--port 0` server) can be given the port meanwhile. */
+static int closed_port(int *fd)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
     socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
     return ntohs(a.sin_port);
 }
 
@@ -1079,7 +1082,8 @@ static void test_connect_refused(void **state)
 {
     (void)state;
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    int held;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port(&held));
     const char *a = addr;
     tr_upstream_t *up = make_upstream("refused", &a, 1, NULL);
     result_t res;
@@ -1105,6 +1109,7 @@ static void test_connect_refused(void **state)
         m.data, "upstream_requests_total{upstream=\"refused\",status=\"connect_failed\"} 1"));
     tr_buf_free(&m);
     tr_upstream_release(up);
+    close(held);
 }
 
 /* A listener whose backlog is full and never accepts: SYNs go unanswered. */
@@ -1538,7 +1543,8 @@ static void test_health_check_connect_failure(void **state)
 {
     (void)state;
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    int held;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port(&held));
     upsrv_t b;
     upsrv_start(&b, 'b');
     const char *addrs[] = {addr, b.addr};
@@ -1548,6 +1554,7 @@ static void test_health_check_connect_failure(void **state)
     assert_true(instance_healthy(up, 1));
     upsrv_stop(&b);
     tr_upstream_release(up);
+    close(held);
 }
 
 static void test_round_robin(void **state)
