@@ -1,13 +1,17 @@
 // `trellis up` (src/cli/up.c) at the edges: a child that does not stop on
 // SIGTERM (here: stopped with SIGSTOP) gets SIGKILL once --stop-timeout has
 // passed, and the supervisor still exits 0 leaving no process behind; a
-// second signal during the stop changes nothing; and every bad option is
-// exit 2 with the reason on stderr, before anything is started.
+// second signal during the stop changes nothing; a port held by a server
+// that accepts and never answers does not keep the supervisor from stopping
+// (its readiness probe gives up); and every bad option is exit 2 with the
+// reason on stderr, before anything is started.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import { test } from 'node:test';
 
-import { T, runCli, startUp, tempDir, waitExit } from './lib/harness.mjs';
+import { T, TRELLIS_BIN, freePortBase, runCli, startUp, tempDir, waitExit } from './lib/harness.mjs';
 
 const opts = { timeout: T(40000) };
 
@@ -53,6 +57,42 @@ test('a child that stops in time is not killed: exit code 0 reported, no SIGKILL
   assert.equal(r.code, 0);
   await up.waitLine(/auth stopped \(exit code 0\)/, T(1000), mark);
   assert.ok(!up.output().includes('sending SIGKILL'), up.output());
+});
+
+test('a port held by a listener that never answers: the child fails, SIGTERM still stops up', opts, async () => {
+  const base = await freePortBase();
+  const silent = new Set();
+  const holder = net.createServer((sock) => silent.add(sock)); // accepts, never answers
+  await new Promise((resolve, reject) => {
+    holder.once('error', reject);
+    holder.listen({ port: base + 1, host: '127.0.0.1' }, resolve);
+  });
+  const up = spawn(TRELLIS_BIN, ['up', '--only', 'auth', '--port-base', String(base), '--data', tempDir('trellis-upheld-')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  up.stdout.setEncoding('utf8').on('data', (c) => (out += c));
+  up.stderr.setEncoding('utf8').on('data', (c) => (out += c));
+  try {
+    // The child says why it failed, and the supervisor's probe has reached
+    // the silent listener.
+    const deadline = Date.now() + T(15000);
+    while (!(/cannot listen on 127\.0\.0\.1:\d+: Address already in use/.test(out) && silent.size > 0)) {
+      assert.ok(Date.now() < deadline, `no bind failure and probe seen:\n${out}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.doesNotMatch(out, /trellis up: ready/, 'not ready: nothing of ours listens');
+    const t0 = Date.now();
+    up.kill('SIGTERM');
+    const r = await waitExit(up, T(10000));
+    assert.equal(r.code, 0, out);
+    assert.ok(Date.now() - t0 < T(5000), `stopped within the probe timeout (${Date.now() - t0} ms)`);
+    assert.match(out, /trellis up: stopped/);
+  } finally {
+    if (up.exitCode === null && up.signalCode === null) up.kill('SIGKILL');
+    for (const s of silent) s.destroy();
+    await new Promise((resolve) => holder.close(resolve));
+  }
 });
 
 test('bad options: exit 2 with the reason, nothing started', opts, async () => {
