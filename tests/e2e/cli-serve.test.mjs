@@ -1,7 +1,7 @@
 // `trellis serve` refusing to start (src/kit/service.c, src/gateway/gateway.c
 // option checks): a bad option value is exit 2 with the option named, a
-// start failure of the environment (data dir, port taken) is exit 1, both
-// before "listening"; --help lists the options and exits 0.
+// start failure of the environment (data dir, database, port taken) is
+// exit 1, both before "listening"; --help lists the options and exits 0.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -32,6 +32,40 @@ test('auth: bad option values are exit 2 naming the option', opts, async () => {
     [['--tls-cert', `${dir}/no.pem`, '--tls-key', `${dir}/no.key`], /cannot read the --tls-cert or --tls-key file/],
   ];
   for (const [args, why] of cases) assertRefused(await serve('auth', dir, args), 2, why, args.join(' '));
+});
+
+test('server options out of range: exit 2 naming the option (and the bound)', opts, async () => {
+  const dir = tempDir('trellis-srvargs-');
+  const cases = [
+    [['--port', '70000'], /invalid value for --port \(at most 65535\)/],
+    [['--workers', '257'], /invalid value for --workers \(at most 256\)/],
+    [['--workers', '0'], /invalid value for --workers/],
+    [['--max-connections', '0'], /invalid value for --max-connections/],
+    [['--max-header-bytes', '100'], /invalid value for --max-header-bytes/],
+    [['--max-body-bytes', '-1'], /invalid value for --max-body-bytes/],
+    [['--header-timeout', '0'], /invalid value for --header-timeout/],
+    [['--idle-timeout', '0ms'], /invalid value for --idle-timeout/],
+    [['--drain-timeout', 'soon'], /invalid value for --drain-timeout/],
+    [['--tls-cert', '/etc/hostname', '--tls-key', `${dir}/no.key`], /cannot read the --tls-cert or --tls-key file/],
+  ];
+  for (const [args, why] of cases) assertRefused(await serve('auth', dir, args), 2, why, args.join(' '));
+  // Without --port, port-base + the service's offset must be a port.
+  const r = await runCli(['serve', 'auth', '--port-base', '65535', '--data', path.join(dir, 'data')], { timeoutMs: T(10000) });
+  assertRefused(r, 2, /invalid value for --port-base \(at most 65534\)/, '--port-base 65535');
+});
+
+test('a database that cannot be opened or is not a database: exit 1 with the reason', opts, async () => {
+  const dir = tempDir('trellis-servedb-');
+  const garbage = path.join(dir, 'garbage');
+  fs.mkdirSync(garbage);
+  fs.writeFileSync(path.join(garbage, 'auth.db'), Buffer.alloc(8192, 0x5a));
+  const cases = [
+    [['--db', 'nosuch://x'], /cannot open database: unsupported database URL scheme/],
+    [['--db', `sqlite://${dir}/no/such/dir/x.db`], /cannot open database: cannot open/],
+  ];
+  for (const [args, why] of cases) assertRefused(await serve('auth', dir, args), 1, why, args.join(' '));
+  const r = await runCli(['serve', 'auth', '--port', '0', '--data', garbage], { timeoutMs: T(10000) });
+  assertRefused(r, 1, /cannot open database: .*not a database/, 'a file that is not SQLite');
 });
 
 test('gateway: bad option values and routes files are exit 2 naming the problem', opts, async () => {
@@ -74,9 +108,9 @@ test('a data dir that cannot be created, and a port already taken: exit 1', opts
   }
 });
 
-test('serve <service> --help lists the options and exits 0', opts, async () => {
-  for (const svc of ['auth', 'gateway']) {
-    const r = await runCli(['serve', svc, '--help']);
+test('serve <service> --help (or -h) lists the options and exits 0', opts, async () => {
+  for (const [svc, flag] of [['auth', '--help'], ['gateway', '-h']]) {
+    const r = await runCli(['serve', svc, flag]);
     assert.equal(r.code, 0, r.stderr);
     const text = r.stdout + r.stderr;
     assert.match(text, /--port\b/);
