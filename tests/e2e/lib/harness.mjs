@@ -468,8 +468,8 @@ async function startUpOn(portBase, opts) {
     }
   } catch (err) {
     await sleep(100);
-    // The supervisor's children die with it (PR_SET_PDEATHSIG); a supervisor
-    // probing a foreign listener may not stop on SIGTERM, so do not wait long.
+    // The supervisor's children die with it (PR_SET_PDEATHSIG): no need to
+    // wait for a readiness probe stuck on the foreign listener to give up.
     if (err.addrInUse) {
       proc.kill('SIGKILL');
       await waitExit(proc);
