@@ -668,18 +668,72 @@ function fixedPortWindow(span) {
   throw new Error(`no room for fixed test ports outside the ephemeral range ${low}-${high}`);
 }
 
+// Fixed ports are handed out in aligned blocks of PORT_BLOCK, each claimed
+// with a lock file (holding the claimer's pid) for the life of this process,
+// so test processes running side by side never pick overlapping ranges. A
+// collision would not always show as "Address already in use": services
+// with several workers listen with SO_REUSEPORT, and two processes of one
+// user may then share a port, each getting some of the connections.
+const PORT_BLOCK = 32;
+const PORT_LOCK_DIR = path.join(os.tmpdir(), 'trellis-e2e-ports');
+const heldBlocks = new Set();
+
+process.on('exit', () => {
+  for (const f of heldBlocks) {
+    try {
+      fs.unlinkSync(f);
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
+
+/** Claims block k for this process; false when another live process has it. */
+function claimBlock(k) {
+  fs.mkdirSync(PORT_LOCK_DIR, { recursive: true });
+  const file = path.join(PORT_LOCK_DIR, `block-${k}`);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      heldBlocks.add(file);
+      return true;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    const owner = Number(fs.readFileSync(file, 'utf8'));
+    if (Number.isInteger(owner) && owner > 0 && pidAlive(owner)) return false;
+    fs.rmSync(file, { force: true }); // left by a process that is gone
+  }
+  return false;
+}
+
 /**
  * Finds a base port B with B..B+span all free on 127.0.0.1, outside the
- * kernel's ephemeral range (see fixedPortWindow), for `--port-base`. Free
- * when checked is no promise: startUp() retries on "Address already in use".
+ * kernel's ephemeral range (see fixedPortWindow), for `--port-base`. The
+ * block is this process's until it exits (see claimBlock). Free when checked
+ * is no promise against programs outside the test suite: startUp() retries
+ * on "Address already in use".
  */
 export async function freePortBase(span = 20) {
-  const [first, last] = fixedPortWindow(span);
+  if (span >= PORT_BLOCK) throw new Error(`freePortBase: span ${span} is over ${PORT_BLOCK - 1}`);
+  const [first, last] = fixedPortWindow(PORT_BLOCK);
+  const firstBlock = Math.ceil(first / PORT_BLOCK);
+  const blocks = Math.floor(last / PORT_BLOCK) - firstBlock + 1;
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = first + crypto.randomInt(0, last - first + 1);
+    const k = firstBlock + crypto.randomInt(0, blocks);
+    const base = k * PORT_BLOCK;
     let ok = true;
     for (let p = base; p <= base + span && ok; p++) ok = await canBind(p);
-    if (ok) return base;
+    if (ok && claimBlock(k)) return base;
   }
   throw new Error('no free port range found');
 }
