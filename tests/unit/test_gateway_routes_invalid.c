@@ -193,6 +193,27 @@ static void test_refused_with_where_and_why(void **state)
         {ROUTE("'rewrite': '/x#y'"), "routes[0].rewrite:"},
         {ROUTE("'rewrite': '/x y'"), "routes[0].rewrite:"},
         {ROUTE("'rewrite': '/x/{'"), "routes[0].rewrite:"},
+        /* more limits and shapes */
+        {UP("'health': {'interval': '50ms'}"),
+         "upstreams.b.health.interval: must be at least 100ms"},
+        {UP("'outlier': 5"), "upstreams.b.outlier: expected an object"},
+        {LIMIT("'rate': 1, 'burst': 1, 'key': 5"), "rate_limits.x.key: expected \"ip\""},
+        {"{'version': 1.0, 'routes': []}", "version:"},
+        {"{'routes': [{'path': '', 'upstream': 'auth'}]}", "routes[0].path: must start with '/'"},
+        {"{'routes': [{'path': '//*', 'upstream': 'auth'}]}", "routes[0].path:"},
+        {"{'routes': [{'path': "
+         "'/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/a/b/c/d/e/f/g/h', "
+         "'upstream': 'auth'}]}",
+         "routes[0].path:"},
+        {ROUTE("'max_body': '99999999999999GB'"), "routes[0].max_body:"},
+        {ROUTE("'max_body': 1.5"), "routes[0].max_body:"},
+        {ROUTE("'retry': {'base': 'x'}"), "routes[0].retry.base: expected a duration"},
+        {ROUTE("'retry': {'cap': []}"), "routes[0].retry.cap: expected a duration"},
+        {ROUTE("'retry': {'base': '1s', 'cap': '10ms'}"), "routes[0].retry: cap is below base"},
+        {"{'routes': [{'path': '/a/{id}', 'upstream': 'auth', 'rewrite': '/b?x={id}?y=1'}]}",
+         "routes[0].rewrite: more than one '?'"},
+        {"{'routes': [{'path': '/a', 'upstream': 'auth'}, {'path': '/a', 'upstream': 'auth'}]}",
+         "routes[1]"},
         /* defaults */
         {"{'defaults': {'auth': 'maybe'}, 'routes': [{'path': '/a', 'upstream': 'auth'}]}",
          "defaults.auth:"},
@@ -237,6 +258,10 @@ static void test_near_misses_parse(void **state)
         ROUTE("'auth': 'optional', 'api_key': true, 'rate_limit': null, 'rewrite': null"),
         ROUTE("'methods': ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']"),
         "{'routes': [{'path': '/a/{id}/*', 'upstream': 'auth', 'rewrite': '/b/{id}?x={id}'}]}",
+        ROUTE("'max_body': 1024, 'retry': {'base': '10ms', 'cap': '1s'}"),
+        ROUTE("'max_body': '1m'"),
+        "{'routes': [{'path': '/a', 'upstream': 'auth', 'methods': ['GET']}, "
+        "{'path': '/a', 'upstream': 'auth', 'methods': ['POST']}]}",
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         char err[512];
