@@ -3,10 +3,11 @@ BUILD      ?= build
 BUILD_SAN  ?= build-asan
 BUILD_FUZZ ?= build-fuzz
 BUILD_REL  ?= build-release
+BUILD_COV  ?= build-cov
 JOBS       ?= $(shell nproc)
 DATA       ?= ./data
 
-.PHONY: all deps build build-asan build-release run test test-unit test-e2e test-asan bench fuzz format clean npm
+.PHONY: all deps build build-asan build-release run test test-unit test-e2e test-asan bench fuzz coverage format clean npm
 
 # PostgreSQL for the tests: `make test` starts one throwaway cluster
 # (scripts/pg-cluster.sh) for the whole run and exports TRELLIS_TEST_PG_URL;
@@ -83,8 +84,14 @@ fuzz: deps
 	cmake --build $(BUILD_FUZZ) -j $(JOBS)
 	./tests/fuzz/run.sh $(BUILD_FUZZ)
 
+# Line and branch coverage of src/ by the unit and e2e suites (gcc
+# --coverage in its own build dir, report by gcovr). Not part of `make test`.
+coverage: deps npm
+	./scripts/deps.sh coverage
+	./scripts/coverage.sh $(BUILD_COV) $(JOBS)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) $(BUILD_REL)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ) $(BUILD_REL) $(BUILD_COV)

@@ -64,12 +64,12 @@ run_wrk() {
 }
 
 # ------------------------------------------------------------------ upstream: trellis serve auth
-AUTH_PORT=$(free_port)
-"$BIN" serve auth --port "$AUTH_PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
-  --admin-port 0 2>"$TMP/auth.log" &
+"$BIN" serve auth --port 0 --admin-port 0 --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
+  2>"$TMP/auth.log" &
 PIDS+=($!)
+AUTH_PORT=$(listening_port "$TMP/auth.log" "$!") || AUTH_PORT=0
 AUTH="http://127.0.0.1:$AUTH_PORT"
-if ! wait_ok "$AUTH/readyz"; then
+if [ "$AUTH_PORT" = 0 ] || ! wait_ok "$AUTH/readyz"; then
   echo "bench: trellis serve auth did not become ready; its log:" >&2
   cat "$TMP/auth.log" >&2
   exit 1
@@ -87,7 +87,6 @@ fi
 
 # ------------------------------------------------------------------ the gateway
 # Same data dir as auth: the gateway verifies tokens with auth's secret.
-GW_PORT=$(free_port)
 cat >"$TMP/routes.json" <<EOF
 {
   "upstreams": {
@@ -102,18 +101,18 @@ cat >"$TMP/routes.json" <<EOF
   ]
 }
 EOF
-"$BIN" serve gateway --port "$GW_PORT" --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
-  --routes "$TMP/routes.json" --admin-port 0 2>"$TMP/gateway.log" &
+"$BIN" serve gateway --port 0 --admin-port 0 --data "$TMP/data" --workers "$WORKERS" --log-level "$LOG_LEVEL" \
+  --routes "$TMP/routes.json" 2>"$TMP/gateway.log" &
 PIDS+=($!)
+GW_PORT=$(listening_port "$TMP/gateway.log" "$!") || GW_PORT=0
 GW="http://127.0.0.1:$GW_PORT"
-if ! wait_ok "$GW/api/auth/me" -H "Authorization: Bearer $TOKEN"; then
+if [ "$GW_PORT" = 0 ] || ! wait_ok "$GW/api/auth/me" -H "Authorization: Bearer $TOKEN"; then
   echo "bench: the gateway did not proxy GET /api/auth/me; its log:" >&2
   tail -50 "$TMP/gateway.log" >&2
   exit 1
 fi
 
 # ------------------------------------------------------------------ nginx
-NGINX_PORT=$(free_port)
 mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
 access_log="access_log off;"
 if [ "$LOG_LEVEL" = "debug" ] || [ "$LOG_LEVEL" = "info" ]; then
@@ -121,7 +120,7 @@ if [ "$LOG_LEVEL" = "debug" ] || [ "$LOG_LEVEL" = "info" ]; then
 fi
 user_line=""
 if [ "$(id -u)" -eq 0 ]; then user_line="user root;"; fi
-cat >"$TMP/nginx/nginx.conf" <<EOF
+cat >"$TMP/nginx/nginx.conf.in" <<EOF
 $user_line
 worker_processes $WORKERS;
 daemon off;
@@ -142,7 +141,7 @@ http {
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$NGINX_PORT;
+    listen 127.0.0.1:@PORT@;
     location / {
       proxy_pass http://auth;
       proxy_http_version 1.1;
@@ -151,14 +150,12 @@ http {
   }
 }
 EOF
-nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$TMP/nginx/nginx.conf" &
-PIDS+=($!)
-NGINX="http://127.0.0.1:$NGINX_PORT"
-if ! wait_ok "$NGINX/api/auth/me" -H "Authorization: Bearer $TOKEN"; then
+if ! nginx_start "$TMP/nginx" /api/auth/me -H "Authorization: Bearer $TOKEN"; then
   echo "bench: nginx did not proxy GET /api/auth/me:" >&2
   cat "$TMP/nginx/logs/error.log" >&2 || true
   exit 1
 fi
+NGINX="http://127.0.0.1:$NGINX_PORT"
 
 # ------------------------------------------------------------------ saturation
 echo "bench: saturation, wrk -t $THREADS -c $CONNECTIONS -d $DURATION, GET /api/auth/me" >&2

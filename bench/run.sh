@@ -57,16 +57,18 @@ run_wrk() {
 }
 
 # ------------------------------------------------------------------ trellis
-# start_auth LOG ARGS...: starts auth on a free port, sets AUTH_PID and URL;
+# start_auth LOG ARGS...: starts auth on a port the kernel picks (read back
+# from its "listening" line), sets AUTH_PID and URL;
 # fails when it does not become ready.
 start_auth() {
   local log=$1
   shift
   local port
-  port=$(free_port)
-  "$BIN" serve auth --port "$port" --workers "$WORKERS" --log-level "$LOG_LEVEL" "$@" 2>"$log" &
+  "$BIN" serve auth --port 0 --admin-port 0 --workers "$WORKERS" --log-level "$LOG_LEVEL" "$@" \
+    2>"$log" &
   AUTH_PID=$!
   PIDS+=("$AUTH_PID")
+  port=$(listening_port "$log" "$AUTH_PID") || return 1
   URL="http://127.0.0.1:$port"
   wait_ok "$URL/readyz"
 }
@@ -157,7 +159,6 @@ fi
 # ------------------------------------------------------------------ nginx
 NGINX_VERSION=""
 if command -v nginx >/dev/null && NGINX_VERSION=$(nginx -v 2>&1); then
-  NPORT=$(free_port)
   mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
   access_log="access_log off;"
   if [ "$LOG_LEVEL" = "debug" ] || [ "$LOG_LEVEL" = "info" ]; then
@@ -165,7 +166,7 @@ if command -v nginx >/dev/null && NGINX_VERSION=$(nginx -v 2>&1); then
   fi
   user_line=""
   if [ "$(id -u)" -eq 0 ]; then user_line="user root;"; fi
-  cat >"$TMP/nginx/nginx.conf" <<EOF
+  cat >"$TMP/nginx/nginx.conf.in" <<EOF
 $user_line
 worker_processes 2;
 daemon off;
@@ -179,15 +180,13 @@ http {
   fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
   keepalive_requests 1000000;
   server {
-    listen 127.0.0.1:$NPORT;
+    listen 127.0.0.1:@PORT@;
     location / { return 200; }
   }
 }
 EOF
-  nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$TMP/nginx/nginx.conf" &
-  PIDS+=($!)
-  if wait_ok "http://127.0.0.1:$NPORT/"; then
-    run_wrk nginx "http://127.0.0.1:$NPORT/" healthz.lua
+  if nginx_start "$TMP/nginx" /; then
+    run_wrk nginx "http://127.0.0.1:$NGINX_PORT/" healthz.lua
   else
     echo "bench: nginx did not start:" >&2
     cat "$TMP/nginx/logs/error.log" >&2 || true

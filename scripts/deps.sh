@@ -13,9 +13,13 @@ packages=(
   libcmocka-dev nodejs wrk curl prometheus redis-server postgresql postgresql-client
 )
 
-# Bench-only extras are requested with `deps.sh bench`.
+# Bench-only extras are requested with `deps.sh bench`, the coverage
+# report's with `deps.sh coverage`.
 if [ "${1:-}" = "bench" ]; then
   packages+=(nginx-light)
+fi
+if [ "${1:-}" = "coverage" ]; then
+  packages+=(gcovr)
 fi
 
 missing=()

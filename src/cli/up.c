@@ -34,7 +34,10 @@
  *
  * READINESS. A child is ready when a GET /readyz on its port answers 200.
  * Probes run every PROBE_INTERVAL_MS until then; a probe is one short-lived
- * TCP connection.
+ * TCP connection, given up after PROBE_TIMEOUT_MS: something else may hold
+ * the port (the child then cannot listen) and accept without ever answering,
+ * and a probe waiting on it for ever would keep the loop, and so the
+ * supervisor, alive past SIGTERM.
  */
 #include "cli/cli.h"
 #include "services/registry.h"
@@ -55,6 +58,7 @@
 #include <uv.h>
 
 #define PROBE_INTERVAL_MS       100
+#define PROBE_TIMEOUT_MS        2000
 #define BACKOFF_MIN_MS          250
 #define BACKOFF_MAX_MS          30000
 #define HEALTHY_RUN_MS          30000 /* a run this long resets the backoff */
@@ -230,18 +234,22 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 typedef struct probe {
     uv_tcp_t tcp;
+    uv_timer_t timeout;
     uv_connect_t connect;
     uv_write_t write;
     child_t *child;
     char answer[16];
     size_t len;
+    int open_handles; /* the probe is freed when both have closed */
     bool ok;
+    bool finished;
 } probe_t;
 
 static void probe_closed(uv_handle_t *h)
 {
     probe_t *p = h->data;
     child_t *c = p->child;
+    if (--p->open_handles > 0) return;
     c->probing = false;
     if (p->ok && c->run && !c->run->exited && !c->ready && !c->sup->stopping) {
         c->ready = true;
@@ -262,6 +270,20 @@ static void probe_closed(uv_handle_t *h)
     free(p);
 }
 
+/* Ends the probe (once): closes the connection and the timeout. */
+static void probe_finish(probe_t *p)
+{
+    if (p->finished) return;
+    p->finished = true;
+    uv_close((uv_handle_t *)&p->tcp, probe_closed);
+    uv_close((uv_handle_t *)&p->timeout, probe_closed);
+}
+
+static void probe_timed_out(uv_timer_t *t)
+{
+    probe_finish(t->data);
+}
+
 static void probe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
@@ -278,7 +300,7 @@ static void probe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0 || p->len == sizeof(p->answer)) {
         p->ok = p->len >= 12 && (memcmp(p->answer, "HTTP/1.1 200", 12) == 0 ||
                                  memcmp(p->answer, "HTTP/1.0 200", 12) == 0);
-        uv_close((uv_handle_t *)s, probe_closed);
+        probe_finish(p);
     }
 }
 
@@ -286,7 +308,7 @@ static void probe_written(uv_write_t *w, int status)
 {
     probe_t *p = w->data;
     if (status < 0 || uv_read_start((uv_stream_t *)&p->tcp, probe_alloc, probe_read) != 0)
-        uv_close((uv_handle_t *)&p->tcp, probe_closed);
+        probe_finish(p);
 }
 
 static void probe_connected(uv_connect_t *req, int status)
@@ -296,7 +318,7 @@ static void probe_connected(uv_connect_t *req, int status)
     uv_buf_t b = uv_buf_init(request, sizeof(request) - 1);
     p->write.data = p;
     if (status < 0 || uv_write(&p->write, (uv_stream_t *)&p->tcp, &b, 1, probe_written) != 0)
-        uv_close((uv_handle_t *)&p->tcp, probe_closed);
+        probe_finish(p);
 }
 
 static void on_probe_timer(uv_timer_t *t)
@@ -311,11 +333,14 @@ static void on_probe_timer(uv_timer_t *t)
         return;
     probe_t *p = tr_xcalloc(1, sizeof(*p));
     p->child = c;
-    p->tcp.data = p->connect.data = p;
+    p->tcp.data = p->connect.data = p->timeout.data = p;
+    p->open_handles = 2;
     uv_tcp_init(c->sup->loop, &p->tcp);
+    uv_timer_init(c->sup->loop, &p->timeout);
     c->probing = true;
+    uv_timer_start(&p->timeout, probe_timed_out, PROBE_TIMEOUT_MS, 0);
     if (uv_tcp_connect(&p->connect, &p->tcp, (struct sockaddr *)&addr, probe_connected) != 0)
-        uv_close((uv_handle_t *)&p->tcp, probe_closed);
+        probe_finish(p);
 }
 
 /* ---- process lifecycle -------------------------------------------------- */

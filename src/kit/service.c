@@ -368,6 +368,19 @@ static int config_uint(const tr_config_t *cfg, const char *name,
     return rc;
 }
 
+/* config_uint with an upper bound, said in the message when exceeded. */
+static int config_range(const tr_config_t *cfg, const char *name,
+                        int (*parse)(const tr_config_t *, const char *, int64_t *), int64_t min,
+                        int64_t max, int64_t *out)
+{
+    int rc = config_uint(cfg, name, parse, min, out);
+    if (rc == 0 && *out > max) {
+        fprintf(stderr, "trellis: invalid value for --%s (at most %lld)\n", name, (long long)max);
+        rc = -EINVAL;
+    }
+    return rc;
+}
+
 static int server_config_from(const tr_config_t *cfg, const tr_service_def_t *def,
                               tr_server_config_t *sc)
 {
@@ -376,15 +389,15 @@ static int server_config_from(const tr_config_t *cfg, const tr_service_def_t *de
     sc->host = tr_config_get(cfg, "host");
 
     if (tr_config_get(cfg, "port")) {
-        if (config_uint(cfg, "port", tr_config_int, 0, &v) || v > 65535) return -EINVAL;
+        if (config_range(cfg, "port", tr_config_int, 0, 65535, &v)) return -EINVAL;
         sc->port = (int)v;
     } else {
-        if (config_uint(cfg, "port-base", tr_config_int, 1, &v) || v + def->port_offset > 65535)
+        if (config_range(cfg, "port-base", tr_config_int, 1, 65535 - def->port_offset, &v))
             return -EINVAL;
         sc->port = (int)v + def->port_offset;
     }
     if (tr_config_get(cfg, "workers")) {
-        if (config_uint(cfg, "workers", tr_config_int, 1, &v) || v > 256) return -EINVAL;
+        if (config_range(cfg, "workers", tr_config_int, 1, 256, &v)) return -EINVAL;
         sc->workers = (int)v;
     } else if (def->default_workers > 0) {
         sc->workers = def->default_workers;

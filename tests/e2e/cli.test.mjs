@@ -10,7 +10,6 @@ import {
   PASSWORD,
   T,
   api,
-  freePortBase,
   loginUser,
   registerUser,
   removeDir,
@@ -222,8 +221,8 @@ describe('trellis up', () => {
 
   test('prints the table with auth and its port, then "trellis up: ready"', opts, async () => {
     dataDir = tempDir('trellis-up-');
-    const portBase = await freePortBase();
-    up = await startUp({ only: 'auth', portBase, dataDir });
+    up = await startUp({ only: 'auth', dataDir });
+    const { portBase } = up;
     const { header, rows } = up.table();
     assert.ok(header, `table header "SERVICE  PORT  PID  URL" printed:\n${up.output()}`);
     assert.equal(rows.length, 1, 'one row per service');

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { RawConn, T, assertError, freePort, rawRequest, request, sleep, tempDir } from './lib/harness.mjs';
+import { RawConn, T, assertError, closedPort, rawRequest, request, sleep, tempDir } from './lib/harness.mjs';
 import { startGateway, startUpstream } from './lib/upstream.mjs';
 
 const opts = { timeout: T(30000) };
@@ -29,7 +29,7 @@ const SECRET = 'top secret outside the web root\n';
 before(async () => {
   up = await startUpstream({ name: 'ops' });
   req = await startUpstream({ name: 'required' });
-  deadPort = await freePort();
+  deadPort = await closedPort();
   const dir = tempDir('trellis-gwweb-');
   webRoot = path.join(dir, 'web');
   fs.mkdirSync(path.join(webRoot, 'assets'), { recursive: true });

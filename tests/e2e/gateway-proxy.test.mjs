@@ -13,7 +13,7 @@ import {
   RawConn,
   T,
   assertError,
-  freePort,
+  closedPort,
   rawRequest,
   request,
   sleep,
@@ -28,7 +28,7 @@ const conns = new Set();
 
 before(async () => {
   up = await startUpstream({ name: 'echo' });
-  deadPort = await freePort();
+  deadPort = await closedPort();
   gw = await startGateway({
     routes: {
       version: 1,

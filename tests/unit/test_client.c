@@ -1064,14 +1064,17 @@ static void test_streamed_request_body(void **state)
 
 /* ---- tests: failures and timeouts --------------------------------------- */
 
-static int closed_port(void)
+/* A loopback port where connecting is refused: bound but never listening.
+ * The socket stays bound until the caller closes *fd, so no other listener
+ * (another test, a `--port 0` server) can be given the port meanwhile. */
+static int closed_port(int *fd)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof a), 0);
     socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
     return ntohs(a.sin_port);
 }
 
@@ -1079,7 +1082,8 @@ static void test_connect_refused(void **state)
 {
     (void)state;
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    int held;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port(&held));
     const char *a = addr;
     tr_upstream_t *up = make_upstream("refused", &a, 1, NULL);
     result_t res;
@@ -1105,6 +1109,7 @@ static void test_connect_refused(void **state)
         m.data, "upstream_requests_total{upstream=\"refused\",status=\"connect_failed\"} 1"));
     tr_buf_free(&m);
     tr_upstream_release(up);
+    close(held);
 }
 
 /* A listener whose backlog is full and never accepts: SYNs go unanswered. */
@@ -1538,7 +1543,8 @@ static void test_health_check_connect_failure(void **state)
 {
     (void)state;
     char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port());
+    int held;
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", closed_port(&held));
     upsrv_t b;
     upsrv_start(&b, 'b');
     const char *addrs[] = {addr, b.addr};
@@ -1548,6 +1554,7 @@ static void test_health_check_connect_failure(void **state)
     assert_true(instance_healthy(up, 1));
     upsrv_stop(&b);
     tr_upstream_release(up);
+    close(held);
 }
 
 static void test_round_robin(void **state)
@@ -1880,6 +1887,95 @@ static void test_invalid_arguments(void **state)
     tr_upstream_release(up);
 }
 
+/* Nothing a caller passes can smuggle a line into the request head: every
+ * byte RFC 9110 forbids in a method, header name, header value or target is
+ * refused before anything is sent. */
+static void test_head_injection_refused(void **state)
+{
+    (void)state;
+    const char *addr = "127.0.0.1:9";
+    tr_upstream_t *up = make_upstream("inject", &addr, 1, NULL);
+    result_t res;
+    result_init(&res);
+    static const char *const bad_values[] = {"a\nInjected: 1", "a\rb", "a\x01z", "a\x7f", "\x1f"};
+    static const char *const bad_names[] = {"",    "X:Y",   "X\tY",  "X(Y)", "X\"Y",
+                                            "X/Y", "\x80X", "X\x7f", "{X}"};
+    static const char *const bad_methods[] = {"", "GET\r\n", "GE T", "GET(", "G\x01"};
+    static const char *const bad_targets[] = {"", "/a\tb", "/a\x7f", "/a\r\nX: 1", "/\x01"};
+    for (size_t i = 0; i < sizeof bad_values / sizeof bad_values[0]; i++) {
+        tr_header_t h[] = {{"X-Ok", "fine"}, {"X-Evil", bad_values[i]}};
+        tr_client_opts_t o = opts("GET", "/", &res);
+        o.headers = h;
+        o.nheaders = 2;
+        if (tr_client_request(client, up, &o, NULL) != -EINVAL) fail_msg("value %zu accepted", i);
+    }
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        tr_header_t h[] = {{bad_names[i], "v"}};
+        tr_client_opts_t o = opts("GET", "/", &res);
+        o.headers = h;
+        o.nheaders = 1;
+        if (tr_client_request(client, up, &o, NULL) != -EINVAL) fail_msg("name %zu accepted", i);
+    }
+    tr_header_t null_value[] = {{"X-Null", NULL}};
+    tr_client_opts_t o = opts("GET", "/", &res);
+    o.headers = null_value;
+    o.nheaders = 1;
+    assert_int_equal(tr_client_request(client, up, &o, NULL), -EINVAL);
+    for (size_t i = 0; i < sizeof bad_methods / sizeof bad_methods[0]; i++) {
+        o = opts(bad_methods[i], "/", &res);
+        if (tr_client_request(client, up, &o, NULL) != -EINVAL) fail_msg("method %zu accepted", i);
+    }
+    o = opts(NULL, "/", &res);
+    assert_int_equal(tr_client_request(client, up, &o, NULL), -EINVAL);
+    for (size_t i = 0; i < sizeof bad_targets / sizeof bad_targets[0]; i++) {
+        o = opts("GET", bad_targets[i], &res);
+        if (tr_client_request(client, up, &o, NULL) != -EINVAL) fail_msg("target %zu accepted", i);
+    }
+    o = opts("GET", NULL, &res);
+    assert_int_equal(tr_client_request(client, up, &o, NULL), -EINVAL);
+    o = opts("POST", "/", &res);
+    o.body_len = 3; /* a length without a body */
+    assert_int_equal(tr_client_request(client, up, &o, NULL), -EINVAL);
+    result_free(&res);
+    tr_upstream_release(up);
+}
+
+/* Every client error has a log name, a message and the public error a proxy
+ * answers with (connect problems 503, timeouts 504, the rest 502). */
+static void test_error_names(void **state)
+{
+    (void)state;
+    static const struct {
+        int err;
+        const char *name;
+        tr_err_t pub;
+    } want[] = {
+        {TR_CLIENT_ECONNECT, "connect_failed", TR_ERR_UNAVAILABLE},
+        {TR_CLIENT_ECONNECT_TIMEOUT, "connect_failed", TR_ERR_UNAVAILABLE},
+        {TR_CLIENT_ETRY_TIMEOUT, "timeout", TR_ERR_DEADLINE_EXCEEDED},
+        {TR_CLIENT_ETOTAL_TIMEOUT, "timeout", TR_ERR_DEADLINE_EXCEEDED},
+        {TR_CLIENT_EIDLE_TIMEOUT, "timeout", TR_ERR_DEADLINE_EXCEEDED},
+        {TR_CLIENT_ECLOSED, "closed", TR_ERR_BAD_GATEWAY},
+        {TR_CLIENT_EPROTOCOL, "protocol", TR_ERR_BAD_GATEWAY},
+        {TR_CLIENT_EBREAKER_OPEN, "breaker_open", TR_ERR_UNAVAILABLE},
+        {TR_CLIENT_ENO_HEALTHY, "no_healthy", TR_ERR_UNAVAILABLE},
+        {-ENOMEM, "error", TR_ERR_BAD_GATEWAY},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        assert_string_equal(tr_client_error_name(want[i].err), want[i].name);
+        assert_int_equal(tr_client_error_public(want[i].err), want[i].pub);
+        const char *msg = tr_client_strerror(want[i].err);
+        assert_non_null(msg);
+        assert_true(strlen(msg) > 5);
+        for (size_t j = 0; j < i; j++)
+            if (want[j].err != want[i].err)
+                assert_string_not_equal(msg, tr_client_strerror(want[j].err));
+    }
+    assert_string_equal(tr_client_strerror(-ENOMEM), strerror(ENOMEM));
+    assert_string_equal(tr_client_strerror(-100000), "unknown client error");
+    assert_string_equal(tr_client_strerror(5), "unknown client error");
+}
+
 /* A retired upstream's pool goes away on the housekeeping timer while the
  * client keeps running. */
 static void test_retired_upstream(void **state)
@@ -1974,6 +2070,8 @@ int main(void)
         T(test_upgrade),
         T(test_propagation),
         T(test_invalid_arguments),
+        T(test_head_injection_refused),
+        T(test_error_names),
         T(test_retired_upstream),
         T(test_idle_connections),
     };

@@ -439,6 +439,60 @@ static void test_es256_round_trip(void **state)
     round_trip(&cfg, &verify_only, 64);
 }
 
+/* The remaining ways to call the API wrong are refused, not crashed on:
+ * empty issuer or audience, no configuration, no room for the message, and
+ * signing without claims, with non-object claims or a non-positive TTL. A
+ * configured key id travels in the header. */
+static void test_api_misuse_and_kid(void **state)
+{
+    (void)state;
+    tr_jwt_keys_t *keys = (tr_jwt_keys_t *)1;
+    char err[128] = "";
+    assert_int_equal(tr_jwt_keys_load(NULL, &keys, err, sizeof(err)), -EINVAL);
+    assert_null(keys);
+    assert_true(err[0] != '\0');
+    tr_jwt_config_t cfg = hs_cfg;
+    cfg.issuer = "";
+    assert_int_equal(tr_jwt_keys_load(&cfg, &keys, NULL, 0), -EINVAL); /* no err buffer */
+    cfg = hs_cfg;
+    cfg.audience = "";
+    err[0] = '\0';
+    assert_int_equal(tr_jwt_keys_load(&cfg, &keys, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "audience"));
+
+    cfg = hs_cfg;
+    cfg.key_id = "k-2026";
+    load(&cfg, &keys);
+    json_t *claims = json_pack("{s:s}", "sub", "u1");
+    json_t *array = json_array();
+    char *tok = (char *)1;
+    assert_int_equal(tr_jwt_sign(keys, NULL, 60, &tok), -EINVAL);
+    assert_null(tok);
+    assert_int_equal(tr_jwt_sign(keys, array, 60, &tok), -EINVAL);
+    assert_int_equal(tr_jwt_sign(keys, claims, 0, &tok), -EINVAL);
+    assert_int_equal(tr_jwt_sign(keys, claims, -5, &tok), -EINVAL);
+    assert_int_equal(tr_jwt_sign(NULL, claims, 60, &tok), -EINVAL);
+    assert_int_equal(tr_jwt_sign(keys, claims, 60, &tok), 0);
+    unsigned char head[256];
+    size_t n = segment(tok, 0, head, sizeof(head) - 1);
+    head[n] = '\0';
+    json_t *h = json_loads((const char *)head, 0, NULL);
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_object_get(h, "kid")), "k-2026");
+    json_t *out = NULL;
+    const char *why = NULL;
+    assert_int_equal(tr_jwt_verify(keys, tok, (int64_t)time(NULL), &out, &why), 0);
+    json_decref(out);
+    assert_int_equal(tr_jwt_verify(keys, NULL, 0, &out, &why), -EINVAL);
+    assert_string_equal(why, "missing token");
+    assert_int_equal(tr_jwt_verify(NULL, tok, 0, &out, &why), -EINVAL);
+    json_decref(h);
+    free(tok);
+    json_decref(array);
+    json_decref(claims);
+    tr_jwt_keys_free(keys);
+}
+
 static void test_verify_only_cannot_sign(void **state)
 {
     (void)state;
@@ -743,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_rs256_round_trip),
         cmocka_unit_test(test_es256_round_trip),
         cmocka_unit_test(test_verify_only_cannot_sign),
+        cmocka_unit_test(test_api_misuse_and_kid),
         cmocka_unit_test(test_alg_confusion),
         cmocka_unit_test(test_tampered_signatures),
         cmocka_unit_test(test_jwks),

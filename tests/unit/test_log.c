@@ -333,6 +333,53 @@ static void test_escaping(void **state)
     capture_free(&c);
 }
 
+/* The edges of well-formed UTF-8 (RFC 3629 table 3-7): the smallest and
+ * largest sequences of each length pass unchanged; overlong forms,
+ * surrogates, code points above U+10FFFF, bad continuation bytes and a
+ * sequence cut by the end of the string become one U+FFFD per byte. */
+static void test_utf8_boundaries(void **state)
+{
+    (void)state;
+#define R "\xef\xbf\xbd"
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"\xc2\x80|\xdf\xbf", "\xc2\x80|\xdf\xbf"},
+        {"\xe0\xa0\x80|\xed\x9f\xbf|\xee\x80\x80|\xef\xbf\xbf",
+         "\xe0\xa0\x80|\xed\x9f\xbf|\xee\x80\x80|\xef\xbf\xbf"},
+        {"\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf", "\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf"},
+        {"a\xc1\xbfz", "a" R R "z"},             /* overlong 2-byte */
+        {"a\xe0\x80\x80z", "a" R R R "z"},       /* overlong 3-byte */
+        {"a\xe0\x9f\xbfz", "a" R R R "z"},       /* overlong 3-byte, top */
+        {"a\xf0\x80\x80\x80z", "a" R R R R "z"}, /* overlong 4-byte */
+        {"a\xf0\x8f\xbf\xbfz", "a" R R R R "z"}, /* overlong 4-byte, top */
+        {"a\xf4\x90\x80\x80z", "a" R R R R "z"}, /* U+110000 */
+        {"a\xf5\x80\x80\x80z", "a" R R R R "z"}, /* no such lead byte */
+        {"a\xed\xbf\xbfz", "a" R R R "z"},       /* low surrogate */
+        {"a\xe2\x28\xa1z", "a" R "(" R "z"},     /* bad second byte */
+        {"a\xe2\x82\x28z", "a" R R "(z"},        /* bad third byte */
+        {"a\xf0\x9f\x98\x28z", "a" R R R "(z"},  /* bad fourth byte */
+        {"a\x80\xbfz", "a" R R "z"},             /* lone continuations */
+        {"end\xe2\x82", "end" R R},              /* cut 3-byte sequence */
+        {"end\xf0\x9f\x98", "end" R R R},        /* cut 4-byte sequence */
+        {"end\xc3", "end" R},                    /* cut 2-byte sequence */
+    };
+#undef R
+    tr_log_init("utf8", TR_LOG_DEBUG);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        capture_t c;
+        capture_start(&c);
+        tr_log_json(TR_LOG_INFO, cases[i].in, NULL);
+        const char *text = capture_stop(&c);
+        json_t *lines = parse_lines(text);
+        assert_int_equal(json_array_size(lines), 1);
+        const char *got = str_field(json_array_get(lines, 0), "msg");
+        if (strcmp(got, cases[i].out) != 0) fail_msg("case %zu: got %s", i, text);
+        json_decref(lines);
+        capture_free(&c);
+    }
+}
+
 static void test_truncation(void **state)
 {
     (void)state;
@@ -422,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_level_filter),
         cmocka_unit_test(test_parse_level),
         cmocka_unit_test(test_escaping),
+        cmocka_unit_test(test_utf8_boundaries),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_threads_do_not_interleave),
     };

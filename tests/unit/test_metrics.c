@@ -394,6 +394,46 @@ static void test_render_too_big(void **state)
     tr_buf_free(&b);
 }
 
+/* Whatever the limit, the exposition is all or nothing: below the full
+ * length every cut point is TR_ETOOBIG with the buffer as it was (no half
+ * family, no half line); with room for it, it is all there. The process_*
+ * values change between renders, so a small band around the length may go
+ * either way. */
+static void test_render_all_or_nothing_at_every_cut(void **state)
+{
+    (void)state;
+    tr_counter_t *c = tr_counter_register("cut_requests_total", "Help with \\ and \n.", "route");
+    tr_counter_inc(c, (const char *[]){"/a \"quoted\" \\ route"});
+    tr_gauge_set(tr_gauge_register("cut_level", NULL), -3);
+    tr_metrics_observe_request("/cut/{id}", "GET", 200, 0.0042);
+    char *full = render();
+    size_t len = strlen(full);
+    const size_t band = 64;
+    /* Cut right before every line end and label brace or comma (the
+     * boundaries of the writes), and every 97 bytes between. */
+    for (size_t i = 0; i < len + band; i++) {
+        char ch = i < len ? full[i] : '\n';
+        if (ch != '\n' && ch != '{' && ch != '}' && ch != ',' && i % 97 != 0) continue;
+        size_t max = 4 + i;
+        tr_buf_t b;
+        tr_buf_init(&b, max);
+        assert_int_equal(tr_buf_append_str(&b, "keep"), 0);
+        int rc = tr_metrics_render(&b);
+        if (max + band < len + 4) {
+            if (rc != TR_ETOOBIG) fail_msg("limit %zu of %zu: rc %d", max, len, rc);
+            assert_int_equal(b.len, 4);
+            assert_string_equal(b.data, "keep");
+        } else if (rc == 0) {
+            assert_true(b.len > 4 && b.data[b.len - 1] == '\n');
+        } else {
+            assert_int_equal(rc, TR_ETOOBIG);
+            assert_int_equal(b.len, 4);
+        }
+        tr_buf_free(&b);
+    }
+    free(full);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_cardinality_cap),
         cmocka_unit_test(test_process_metrics),
         cmocka_unit_test(test_render_too_big),
+        cmocka_unit_test(test_render_all_or_nothing_at_every_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

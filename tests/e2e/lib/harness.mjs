@@ -377,14 +377,34 @@ export function parseUpTable(stdoutLines) {
   return { header: true, rows };
 }
 
+// Lines by which `trellis up` (or a service) tells that a port was taken.
+const ADDR_IN_USE = /Address already in use|EADDRINUSE/i;
+
 /**
  * Starts `trellis up --port-base N --data DIR [--only ...]` and waits for the
  * stdout line "trellis up: ready". Argon2 minimums reach the children
  * through the environment (TRELLIS_ARGON2_*), which they inherit.
+ *
+ * Without opts.portBase the base comes from freePortBase() (below the
+ * kernel's ephemeral range), and when a child still could not listen
+ * ("Address already in use": something took one of the ports between the
+ * check and the bind) the supervisor is stopped and started again on another
+ * base, up to 5 times. An explicit opts.portBase is tried once.
  */
 export async function startUp(opts = {}) {
+  const attempts = opts.portBase === undefined ? 5 : 1;
+  for (let attempt = 1; ; attempt++) {
+    const portBase = opts.portBase ?? (await freePortBase());
+    try {
+      return await startUpOn(portBase, opts);
+    } catch (err) {
+      if (!(err.addrInUse && attempt < attempts)) throw err;
+    }
+  }
+}
+
+async function startUpOn(portBase, opts) {
   const { only, args = [], env = {}, timeoutMs = T(30000) } = opts;
-  const portBase = opts.portBase ?? (await freePortBase());
   // The admin listeners get a free range of their own (default: base + 1000).
   const adminPortBase = opts.adminPortBase ?? (await freePortBase());
   const ownDir = !opts.dataDir;
@@ -466,12 +486,45 @@ export async function startUp(opts = {}) {
   const exited = waitExit(proc).then((r) => {
     throw new Error(`trellis up exited before ready (code ${r.code}, signal ${r.signal})`);
   });
+  // A child that cannot bind its port is restarted with backoff for ever:
+  // its log line is the failure, not the 30 s timeout.
+  let onTaken;
+  const taken = new Promise((_resolve, reject) => {
+    onTaken = (_s, line) => {
+      if (!/cannot listen on/.test(line) || !ADDR_IN_USE.test(line)) return;
+      const e = new Error(`a port from base ${portBase} was taken: ${line}`);
+      e.addrInUse = true;
+      reject(e);
+    };
+    watchers.add(onTaken);
+  });
+  taken.catch(() => {});
   try {
-    await Promise.race([up.waitLine(/^trellis up: ready\s*$/, timeoutMs), exited]);
+    await Promise.race([up.waitLine(/^trellis up: ready\s*$/, timeoutMs), exited, taken]);
+    // "ready" only means every port answered /readyz: a port taken by
+    // another server (possibly another test's Trellis) answers too.
+    if (ADDR_IN_USE.test(up.output())) {
+      const e = new Error(`a port from base ${portBase} was taken`);
+      e.addrInUse = true;
+      throw e;
+    }
   } catch (err) {
     await sleep(100);
-    await up.stop({ check: false });
-    throw new Error(`${err.message}\nargv: ${argv.join(' ')}\n${up.output()}`);
+    // The supervisor's children die with it (PR_SET_PDEATHSIG): no need to
+    // wait for a readiness probe stuck on the foreign listener to give up.
+    if (err.addrInUse) {
+      proc.kill('SIGKILL');
+      await waitExit(proc);
+      liveProcs.delete(proc);
+      if (ownDir) removeDir(dataDir);
+    } else {
+      await up.stop({ check: false });
+    }
+    const e = new Error(`${err.message}\nargv: ${argv.join(' ')}\n${up.output()}`);
+    e.addrInUse = err.addrInUse === true;
+    throw e;
+  } finally {
+    watchers.delete(onTaken);
   }
   exited.catch(() => {});
   return up;
@@ -618,21 +671,126 @@ export async function listAllPages(assert, base, p, { token, limit }) {
   return { items, pages };
 }
 
-/** Finds a base port B in 20000-60000 with B..B+20 all free on 127.0.0.1. */
+/**
+ * The kernel's ephemeral port range, {low, high}, from
+ * /proc/sys/net/ipv4/ip_local_port_range (Linux's default 32768-60999 when
+ * it cannot be read). Ports the kernel hands out for `listen(0)` and for
+ * outgoing connections come from there, so a port picked in it can be taken
+ * by anyone at any moment.
+ */
+export function ephemeralRange() {
+  try {
+    const [low, high] = fs
+      .readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high) && low <= high) return { low, high };
+  } catch {
+    /* not Linux, or no /proc */
+  }
+  return { low: 32768, high: 60999 };
+}
+
+/** Whether 127.0.0.1:port can be bound right now (bound and let go). */
+function canBind(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * [first, last] of the window the fixed-port helpers pick from: 10000 up to
+ * the ephemeral range (at most 32000), or above the ephemeral range when it
+ * starts too low to leave room below.
+ */
+function fixedPortWindow(span) {
+  const { low, high } = ephemeralRange();
+  const top = Math.min(low - 1, 32000) - span;
+  if (top - 10000 >= 1000) return [10000, top];
+  if (65535 - span - (high + 1) >= 1000) return [high + 1, 65535 - span];
+  throw new Error(`no room for fixed test ports outside the ephemeral range ${low}-${high}`);
+}
+
+// Fixed ports are handed out in aligned blocks of PORT_BLOCK, each claimed
+// with a lock file (holding the claimer's pid) for the life of this process,
+// so test processes running side by side never pick overlapping ranges. A
+// collision would not always show as "Address already in use": services
+// with several workers listen with SO_REUSEPORT, and two processes of one
+// user may then share a port, each getting some of the connections.
+const PORT_BLOCK = 32;
+const PORT_LOCK_DIR = path.join(os.tmpdir(), 'trellis-e2e-ports');
+const heldBlocks = new Set();
+
+process.on('exit', () => {
+  for (const f of heldBlocks) {
+    try {
+      fs.unlinkSync(f);
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
+function pidAlive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
+}
+
+/** Claims block k for this process; false when another live process has it. */
+function claimBlock(k) {
+  fs.mkdirSync(PORT_LOCK_DIR, { recursive: true });
+  const file = path.join(PORT_LOCK_DIR, `block-${k}`);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      heldBlocks.add(file);
+      return true;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+    const owner = Number(fs.readFileSync(file, 'utf8'));
+    if (Number.isInteger(owner) && owner > 0 && pidAlive(owner)) return false;
+    fs.rmSync(file, { force: true }); // left by a process that is gone
+  }
+  return false;
+}
+
+/**
+ * Finds a base port B with B..B+span all free on 127.0.0.1, outside the
+ * kernel's ephemeral range (see fixedPortWindow), for `--port-base`. The
+ * block is this process's until it exits (see claimBlock). Free when checked
+ * is no promise against programs outside the test suite: startUp() retries
+ * on "Address already in use".
+ */
 export async function freePortBase(span = 20) {
-  const canBind = (port) =>
-    new Promise((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
-    });
+  if (span >= PORT_BLOCK) throw new Error(`freePortBase: span ${span} is over ${PORT_BLOCK - 1}`);
+  const [first, last] = fixedPortWindow(PORT_BLOCK);
+  const firstBlock = Math.ceil(first / PORT_BLOCK);
+  const blocks = Math.floor(last / PORT_BLOCK) - firstBlock + 1;
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + crypto.randomInt(0, 40000 - span);
+    const k = firstBlock + crypto.randomInt(0, blocks);
+    const base = k * PORT_BLOCK;
     let ok = true;
     for (let p = base; p <= base + span && ok; p++) ok = await canBind(p);
-    if (ok) return base;
+    if (ok && claimBlock(k)) return base;
   }
   throw new Error('no free port range found');
+}
+
+/**
+ * A loopback port nothing listens on, for tests of refused connections: free
+ * when checked and outside the ephemeral range, so no `--port 0` server and
+ * no outgoing connection can be given it afterwards.
+ */
+export async function closedPort() {
+  return freePortBase(0);
 }
 
 // ---------------------------------------------------------------- raw TCP
