@@ -36,6 +36,8 @@ static void test_codes_and_statuses(void **state)
         {TR_ERR_BAD_GATEWAY, 502, "bad_gateway"},
         {TR_ERR_UNAVAILABLE, 503, "unavailable"},
         {TR_ERR_DEADLINE_EXCEEDED, 504, "deadline_exceeded"},
+        {TR_ERR_URI_TOO_LONG, 414, "uri_too_long"},
+        {TR_ERR_NOT_IMPLEMENTED, 501, "not_implemented"},
     };
     assert_int_equal(sizeof(want) / sizeof(want[0]), TR_ERR__COUNT);
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
