@@ -3,7 +3,7 @@
 // validation, and revocations honoured by a service that is not auth.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 
 import {
   T,
@@ -14,6 +14,7 @@ import {
   newAdmin,
   registerUser,
   startService,
+  startUp,
   useService,
   UUID_V7,
   RFC3339_MS,
@@ -158,4 +159,46 @@ test('without auth, credentialed requests get 503 and /readyz says why', opts, a
   } finally {
     await lonely.stop();
   }
+});
+
+describe('trellis up --only gateway,auth,notes: the example through port-base', () => {
+  let up;
+  let gw;
+  before(async () => {
+    up = await startUp({ only: 'gateway,auth,notes' });
+    gw = `http://127.0.0.1:${up.portBase}`;
+  });
+  after(async () => {
+    await up?.stop();
+  });
+
+  /** ms until fn() is true (polled every 20 ms), Infinity past limitMs. */
+  async function msUntil(fn, limitMs) {
+    const t0 = Date.now();
+    for (;;) {
+      if (await fn()) return Date.now() - t0;
+      if (Date.now() - t0 > limitMs) return Infinity;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  test('notes through the gateway; a logout right after auth restarts holds at the edge within 1 s', opts, async () => {
+    const row = up.table().rows.find((r) => r.service === 'notes');
+    assert.equal(row?.port, up.portBase + 30, 'notes listens at its registry offset');
+    const u = await registerUser(gw);
+    const c = await api(gw, 'POST', '/api/notes', { token: u.access_token, body: { title: 'via the edge' } });
+    assert.equal(c.status, 201, c.text);
+    assert.equal((await api(gw, 'GET', `/api/notes/${c.json.id}`, { token: u.access_token })).status, 200);
+    assertError(assert, await api(gw, 'GET', '/api/notes'), 401, 'unauthenticated');
+
+    // auth is killed; the supervisor restarts it.
+    const auth = up.table().rows.find((r) => r.service === 'auth');
+    process.kill(auth.pid, 'SIGKILL');
+    const back = await msUntil(async () => (await api(gw, 'GET', '/api/auth/me', { token: u.access_token }).catch(() => ({ status: 0 }))).status === 200, T(20000));
+    assert.ok(back < Infinity, 'auth serves again through the gateway');
+    assert.equal((await api(gw, 'POST', '/api/auth/logout', { token: u.access_token })).status, 204);
+    const edge = await msUntil(async () => (await api(gw, 'GET', '/api/notes', { token: u.access_token })).status === 401, 3000);
+    assert.ok(edge <= 1000, `the gateway and notes refuse the token within ${edge} ms of the logout`);
+    assert.equal((await api(`http://127.0.0.1:${row.port}`, 'GET', '/api/notes', { token: u.access_token })).status, 401, 'notes itself too');
+  });
 });
