@@ -367,56 +367,6 @@ static void test_route_table(void **state)
     tr_router_free(router);
 }
 
-/* Reads a file of the repository (found from this source's path). */
-static void read_repo_file(const char *rel, char *doc, size_t size)
-{
-    char path[4096];
-    const char *marker = strstr(__FILE__, "tests/unit/");
-    assert_non_null(marker);
-    snprintf(path, sizeof(path), "%.*s%s", (int)(marker - __FILE__), __FILE__, rel);
-    FILE *f = fopen(path, "r");
-    if (!f) fail_msg("cannot open %s", path);
-    size_t n = fread(doc, 1, size - 1, f);
-    fclose(f);
-    doc[n] = '\0';
-}
-
-/* docs/api/openapi.yaml documents every public route of the table (path
- * and method), so the API description cannot silently fall behind. The
- * /internal/ routes are not public API: docs/gateway.md documents them. */
-static void test_openapi_lists_every_route(void **state)
-{
-    (void)state;
-    static char doc[256 * 1024], internal_doc[256 * 1024];
-    read_repo_file("docs/api/openapi.yaml", doc, sizeof(doc));
-    read_repo_file("docs/gateway.md", internal_doc, sizeof(internal_doc));
-
-    for (size_t i = 0; i < auth_service.nroutes; i++) {
-        const tr_route_t *r = &auth_service.routes[i];
-        char key[256], method[16];
-        if (strncmp(r->pattern, "/internal/", 10) == 0) {
-            snprintf(key, sizeof(key), "%s %s", r->method, r->pattern);
-            if (!strstr(internal_doc, key)) fail_msg("docs/gateway.md lacks %s", key);
-            if (strstr(doc, r->pattern)) fail_msg("openapi.yaml must not list %s", r->pattern);
-            continue;
-        }
-        snprintf(key, sizeof(key), "\n  %s:\n", r->pattern);
-        const char *at = strstr(doc, key);
-        if (!at) fail_msg("openapi.yaml lacks path %s", r->pattern);
-        at += strlen(key);
-        /* The path's block ends at the next path (two-space indent + '/'). */
-        const char *end = strstr(at, "\n  /");
-        size_t len = end ? (size_t)(end - at) : strlen(at);
-        size_t m = 0;
-        for (; r->method[m] && m < sizeof(method) - 1; m++)
-            method[m] = (char)(r->method[m] - 'A' + 'a');
-        method[m] = '\0';
-        snprintf(key, sizeof(key), "\n    %s:\n", method);
-        const char *hit = strstr(at - 1, key);
-        if (!hit || (size_t)(hit - (at - 1)) > len)
-            fail_msg("openapi.yaml lacks %s %s", r->method, r->pattern);
-    }
-}
 
 int main(void)
 {
@@ -434,7 +384,6 @@ int main(void)
         cmocka_unit_test(test_settings_accepted),
         cmocka_unit_test(test_migrations_declared),
         cmocka_unit_test(test_route_table),
-        cmocka_unit_test(test_openapi_lists_every_route),
     };
     /* The options are also read from TRELLIS_* variables; keep them out. */
     static const char *const vars[] = {"TRELLIS_ARGON2_MEMORY",       "TRELLIS_ARGON2_ITERATIONS",
