@@ -102,3 +102,23 @@ test('an idle service writes no info lines for its feed or probes', opts, async 
     await svc.stop();
   }
 });
+
+test('a revocation survives the next login and a restart: the feed still lists it', opts, async () => {
+  const dataDir = (await import('./lib/harness.mjs')).tempDir('trellis-authn-restart-');
+  let svc = await startService('auth', { dataDir });
+  try {
+    const reg = await registerUser(svc.url);
+    assert.equal((await api(svc.url, 'POST', '/api/auth/logout', { token: reg.access_token })).status, 204);
+    // A new login sweeps the user's ended sessions.
+    const again = await api(svc.url, 'POST', '/api/auth/login', { body: { email: reg.email, password: 'correct horse battery staple' } });
+    assert.equal(again.status, 200, again.text);
+    await svc.stop();
+    svc = await startService('auth', { dataDir });
+    const r = await api(svc.url, 'GET', '/api/auth/validate', { token: reg.access_token });
+    assert.equal(r.status, 401, `the logged-out token after a restart: ${r.text}`);
+    assert.equal((await api(svc.url, 'GET', '/api/auth/validate', { token: again.json.access_token })).status, 200);
+  } finally {
+    await svc.stop();
+    (await import('./lib/harness.mjs')).removeDir(dataDir);
+  }
+});

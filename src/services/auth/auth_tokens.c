@@ -308,13 +308,16 @@ static int login_open_job(tr_store_t *db, void *arg)
     int64_t now = tr_now_ms();
     int rc = tr_store_exec(db, NULL, "DELETE FROM login_failures WHERE email = $1 AND client = $2",
                            "tt", ctx->email, ctx->client.ip);
-    /* Ended sessions are only kept to reject their tokens; a missing
-     * session rejects them just as well, so each login sweeps its user's. */
+    /* Each login sweeps its user's ended sessions -- but a revoked one only
+     * once no access token of it can be alive: until then the revocation
+     * feed must still list it (to a service that starts, or to auth after a
+     * restart), or its tokens would be accepted again. */
     if (rc == 0)
         rc = tr_store_exec(db, NULL,
                            "DELETE FROM sessions WHERE user_id = $1 AND "
-                           "(revoked_at IS NOT NULL OR expires_at <= $2)",
-                           "ti", ctx->user.id, now);
+                           "(revoked_at < $3 OR (revoked_at IS NULL AND expires_at <= $2))",
+                           "tii", ctx->user.id, now,
+                           now - ctx->st->cfg.access_ttl_s * 1000 - AUTH_REVOCATION_SKEW_MS);
     if (rc == 0) rc = auth_session_open(db, ctx->st, &ctx->client, ctx->user.id, now, &ctx->pair);
     return rc;
 }
