@@ -344,6 +344,18 @@ const char *tr_store_errmsg(tr_store_t *db)
     return db ? db->errmsg : open_error;
 }
 
+int tr_store_lock(tr_store_t *db, const char *key)
+{
+    const char *sql = db->engine->lock_key_sql;
+    tr_rows_t *rows = NULL;
+    if (!sql) return 0;
+    int rc = tr_store_query(db, &rows, sql, "t", key);
+    if (rc != 0) return rc;
+    rc = tr_rows_next(rows);
+    tr_rows_free(rows);
+    return rc < 0 ? rc : 0;
+}
+
 /* ---- migrations --------------------------------------------------------- */
 
 /* The migration's SQL for db's engine. */

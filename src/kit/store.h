@@ -104,6 +104,15 @@ int tr_store_begin(tr_store_t *db);
 int tr_store_commit(tr_store_t *db);
 int tr_store_rollback(tr_store_t *db);
 
+/* Serialises the transactions that work on the same application key (for
+ * example "login:<email>") until the current transaction ends, so a
+ * count-then-insert under it cannot be raced by a concurrent one. Call it
+ * inside a transaction, before the reads it protects. SQLite: nothing to
+ * do (BEGIN IMMEDIATE already makes writers take turns). PostgreSQL: a
+ * transaction-scoped advisory lock on a 64-bit hash of key (a collision
+ * only makes two keys wait for each other). Returns 0 or a store error. */
+int tr_store_lock(tr_store_t *db, const char *key);
+
 /* Cheap liveness check for /readyz: 0 when a trivial query succeeds. */
 int tr_store_ping(tr_store_t *db);
 /* The engine's last error message, for logs. With db NULL: why the last

@@ -73,6 +73,9 @@ struct tr_store_engine {
      * processes migrating at once; NULL when BEGIN already does (SQLite's
      * BEGIN IMMEDIATE). */
     int (*lock_migrations)(tr_store_t *db);
+    /* SQL that takes a transaction-scoped lock on the text key $1 (for
+     * tr_store_lock); NULL when the engine's writers already take turns. */
+    const char *lock_key_sql;
 };
 
 extern const struct tr_store_engine tr__store_sqlite_engine;

@@ -670,4 +670,5 @@ const struct tr_store_engine tr__store_pg_engine = {
     .commit = pg_commit,
     .rollback = pg_rollback,
     .lock_migrations = pg_lock_migrations,
+    .lock_key_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
 };

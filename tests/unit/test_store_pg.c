@@ -290,6 +290,54 @@ static void test_for_update_blocks(void **state)
     tr_store_close(a);
 }
 
+/* tr_store_lock: a second transaction on the same key waits for the first
+ * to end; another key does not wait. */
+typedef struct key_locker {
+    tr_store_t *db;
+    const char *key;
+    int rc;
+    atomic_bool done;
+} key_locker_t;
+
+static void lock_key(void *arg)
+{
+    key_locker_t *k = arg;
+    k->rc = tr_store_begin(k->db);
+    if (k->rc == 0) k->rc = tr_store_lock(k->db, k->key);
+    if (k->rc == 0) k->rc = tr_store_commit(k->db);
+    atomic_store(&k->done, true);
+}
+
+static void test_lock_key_serialises(void **state)
+{
+    (void)state;
+    tr_store_t *a = open_tag("keylock"), *b = open_tag("keylock"), *watch = open_tag("keylock");
+    int64_t bpid = query_int(b, "SELECT pg_backend_pid()");
+    assert_int_equal(tr_store_begin(a), 0);
+    assert_int_equal(tr_store_lock(a, "login:someone@example.test"), 0);
+
+    /* Another key is free. */
+    key_locker_t other = {.db = b, .key = "login:other@example.test"};
+    lock_key(&other);
+    assert_int_equal(other.rc, 0);
+
+    key_locker_t same = {.db = b, .key = "login:someone@example.test"};
+    uv_thread_t tid;
+    assert_int_equal(uv_thread_create(&tid, lock_key, &same), 0);
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND wait_event_type = 'Lock'",
+             (long long)bpid);
+    wait_until(watch, sql); /* b waits for a's key */
+    assert_false(atomic_load(&same.done));
+    assert_int_equal(tr_store_commit(a), 0);
+    uv_thread_join(&tid);
+    assert_int_equal(same.rc, 0);
+    tr_store_close(watch);
+    tr_store_close(b);
+    tr_store_close(a);
+}
+
 /* ---- serialization retry (tr_store_run's TR_STORE_TX) -------------------- */
 
 typedef struct counter_job {
@@ -608,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_for_update_blocks),
+        cmocka_unit_test(test_lock_key_serialises),
         cmocka_unit_test(test_serialization_retry),
         cmocka_unit_test(test_reconnect_after_terminate),
         cmocka_unit_test(test_concurrent_migrations_and_create),

@@ -379,8 +379,12 @@ static int forgot_job(tr_store_t *db, void *arg)
     forgot_ctx_t *ctx = arg;
     auth_user_t u;
     bool issued = false;
+    char key[AUTH_EMAIL_MAX + 8];
     ctx->result = "no_account";
-    int rc = auth_user_by_email(db, ctx->email, &u);
+    /* The count of pending tokens and the insert are one step per email. */
+    snprintf(key, sizeof(key), "reset:%s", ctx->email);
+    int rc = tr_store_lock(db, key);
+    if (rc == 0) rc = auth_user_by_email(db, ctx->email, &u);
     if (rc == -ENOENT || (rc == 0 && u.banned)) return 0;
     if (rc == 0) rc = reset_token_issue(db, ctx->st, &u, ctx->now, &issued);
     ctx->result = issued ? "issued" : "limited";

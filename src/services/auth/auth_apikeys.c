@@ -51,10 +51,15 @@ static int key_create_job(tr_store_t *db, void *arg)
     tr_rows_t *rows = NULL;
     int64_t live = 0;
 
+    char key[TR_UUID_LEN + 16];
     ctx->too_many = false;
-    int rc = tr_store_query(
-        db, &rows, "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL", "t",
-        ctx->user_id);
+    /* The count of live keys and the insert are one step per user. */
+    snprintf(key, sizeof(key), "api-keys:%s", ctx->user_id);
+    int rc = tr_store_lock(db, key);
+    if (rc != 0) return rc;
+    rc = tr_store_query(db, &rows,
+                        "SELECT COUNT(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL",
+                        "t", ctx->user_id);
     if ((rc = tr_rows_first_int(rc, rows, &live)) != 0) return rc;
     if (live >= AUTH_MAX_API_KEYS) {
         ctx->too_many = true;

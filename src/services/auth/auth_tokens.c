@@ -282,9 +282,13 @@ static int login_admit_job(tr_store_t *db, void *arg)
     int64_t recent[1000]; /* login-max-failures is at most 1000 */
     auth_login_facts_t facts;
 
+    char key[AUTH_EMAIL_MAX + 8];
     ctx->retry_after_s = 0;
     ctx->known = false;
-    int rc = login_facts_load(db, ctx, recent, &facts);
+    /* Concurrent guesses for one email count one after the other. */
+    snprintf(key, sizeof(key), "login:%s", ctx->email);
+    int rc = tr_store_lock(db, key);
+    if (rc == 0) rc = login_facts_load(db, ctx, recent, &facts);
     if (rc != 0) return rc;
     ctx->retry_after_s = auth_login_retry_after_s(cfg, &facts);
     if (ctx->retry_after_s > 0) return 0;
