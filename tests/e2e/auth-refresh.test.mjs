@@ -34,7 +34,7 @@ const refresh = (refresh_token) => api(auth.url, 'POST', '/api/auth/refresh', { 
 
 /** The value of auth_refreshes_total{result="<result>"} on /metrics. */
 async function refreshes(result) {
-  const r = await request(`${auth.url}/metrics`);
+  const r = await request(`${auth.adminUrl}/metrics`);
   assert.equal(r.status, 200);
   const m = new RegExp(`^auth_refreshes_total\\{result="${result}"\\} (\\d+)`, 'm').exec(r.text);
   return m ? Number(m[1]) : 0;

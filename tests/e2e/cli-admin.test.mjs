@@ -137,11 +137,20 @@ test('outbox prints the undelivered reset mails, newest first, one JSON per line
     const r = await api(auth.url, 'POST', '/api/auth/password/forgot', { body: { email: u.email } });
     assert.equal(r.status, 202, r.text);
   }
-  const all = await admin(['outbox', ...data()]);
-  assert.equal(all.code, 0, all.stderr);
-  const lines = all.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  const mine = lines.filter((m) => m.recipient === a.email || m.recipient === b.email);
-  assert.deepEqual(mine.map((m) => m.recipient), [a.email, b.email, a.email], 'newest first');
+  // /password/forgot answers before it writes (its work follows 10-30 ms
+  // later, in no fixed order): wait for the three messages.
+  let all;
+  let mine = [];
+  for (const t0 = Date.now(); mine.length < 3 && Date.now() - t0 < T(5000); ) {
+    all = await admin(['outbox', ...data()]);
+    assert.equal(all.code, 0, all.stderr);
+    const lines = all.stdout.trim() ? all.stdout.trim().split('\n').map((l) => JSON.parse(l)) : [];
+    mine = lines.filter((m) => m.recipient === a.email || m.recipient === b.email);
+  }
+  assert.equal(mine.length, 3, all.stdout);
+  assert.deepEqual(mine.map((m) => m.recipient).sort(), [a.email, a.email, b.email].sort());
+  const ids = mine.map((m) => m.id);
+  assert.deepEqual(ids, [...ids].sort().reverse(), 'newest first (ids are UUIDv7)');
   for (const m of mine) {
     assert.equal(typeof m.id, 'string');
     assert.equal(typeof m.kind, 'string');

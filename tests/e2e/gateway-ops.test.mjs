@@ -436,7 +436,7 @@ test('/healthz says unknown, never up, until the health checks reach a verdict',
   // dead upstream has one failed check and no verdict for a minute, so it
   // must read "unknown"; a live one passes its first check and reads "up".
   const live = await startUpstream({ name: 'live' });
-  const dead = await freePort();
+  const dead = await closedPort();
   const slowChecks = { path: '/readyz', interval: '60s', timeout: '500ms', unhealthy_threshold: 2, healthy_threshold: 1 };
   let g = null;
   try {
