@@ -15,6 +15,7 @@ import {
   TRELLIS_BIN,
   api,
   assertUser,
+  engineArgs,
   loginUser,
   registerUser,
   runCli,
@@ -50,7 +51,9 @@ function admin(args, input = '') {
   });
 }
 
-const data = () => ['--data', auth.svc.dataDir];
+// auth's database: its SQLite file in the data dir, or (TRELLIS_E2E_DB=postgres)
+// the PostgreSQL database the harness gave the running auth.
+const data = () => ['--data', auth.svc.dataDir, ...engineArgs('auth', auth.svc.dataDir)];
 
 test('create-user --password - reads the password from stdin; the account logs in with it', opts, async () => {
   const email = uniqueEmail('stdin');
@@ -75,7 +78,7 @@ test('create-user --password - with nothing on stdin is a usage error (2)', opts
 
 test('create-user: the --flag=value form works too', opts, async () => {
   const email = uniqueEmail('eq');
-  const r = await admin(['create-user', `--email=${email}`, `--password=${PASSWORD}`, '--role=verified_user', `--data=${auth.svc.dataDir}`]);
+  const r = await admin(['create-user', `--email=${email}`, `--password=${PASSWORD}`, '--role=verified_user', `--data=${auth.svc.dataDir}`, ...engineArgs('auth', auth.svc.dataDir).map((a, i, l) => (i % 2 ? null : `${a}=${l[i + 1]}`)).filter(Boolean)]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal((await loginUser(auth.url, email)).user.role, 'verified_user');
 });
