@@ -16,6 +16,10 @@ PG_RUN = $(if $(TRELLIS_TEST_PG_URL),,$(CURDIR)/scripts/pg-cluster.sh run)
 # The e2e files the release build runs with every service on PostgreSQL.
 E2E_PG_TESTS ?= tests/e2e/
 
+# The e2e runner: files in parallel; a test that hangs fails after 3 minutes,
+# and handles a failed test leaves open cannot keep the run alive.
+NODE_TEST = $(NODE_TEST) --test-timeout=180000 --test-force-exit
+
 all: build
 
 deps:
@@ -57,17 +61,17 @@ test-unit: build
 # Release build: e2e on PostgreSQL. (The ASan build runs the suite on SQLite.)
 test-e2e: build npm
 	TRELLIS_BIN=$(abspath $(BUILD))/trellis TRELLIS_E2E_DB=postgres \
-		$(PG_RUN) node --test --test-concurrency=2 $(E2E_PG_TESTS)
+		$(PG_RUN) $(NODE_TEST) $(E2E_PG_TESTS)
 
 # The whole e2e suite on SQLite with the release build.
 test-e2e-sqlite: build npm
-	TRELLIS_BIN=$(abspath $(BUILD))/trellis node --test --test-concurrency=2 tests/e2e/
+	TRELLIS_BIN=$(abspath $(BUILD))/trellis $(NODE_TEST) tests/e2e/
 
 test-asan: build-asan npm
 	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		$(PG_RUN) ctest --output-on-failure -j $(JOBS)
 	TRELLIS_BIN=$(abspath $(BUILD_SAN))/trellis ASAN_OPTIONS=detect_leaks=1 TRELLIS_E2E_SANITIZED=1 \
-		$(PG_RUN) node --test --test-concurrency=2 tests/e2e/
+		$(PG_RUN) $(NODE_TEST) tests/e2e/
 
 # One PostgreSQL cluster for the whole run, stopped afterwards even on failure.
 # The gcc Release build is compiled too (every build type must be clean).

@@ -33,7 +33,7 @@ find "$build" -name '*.gcda' -delete
 
 failed=0
 (cd "$build" && ctest --output-on-failure -j "$jobs") || failed=1
-TRELLIS_BIN="$PWD/$build/trellis" node --test --test-concurrency=2 tests/e2e/ || failed=1
+TRELLIS_BIN="$PWD/$build/trellis" node --test --test-concurrency=2 --test-timeout=180000 --test-force-exit tests/e2e/ || failed=1
 
 mkdir -p "$build/coverage"
 # --exclude-unreachable-branches drops the branches gcc attributes to lines
