@@ -18,7 +18,7 @@ E2E_PG_TESTS ?= tests/e2e/
 
 # The e2e runner: files in parallel; a test that hangs fails after 3 minutes,
 # and handles a failed test leaves open cannot keep the run alive.
-NODE_TEST = $(NODE_TEST) --test-timeout=180000 --test-force-exit
+NODE_TEST = node --test --test-concurrency=2 --test-timeout=180000 --test-force-exit
 
 all: build
 
