@@ -13,6 +13,8 @@
  * revocations past their one-second bound.
  */
 #include "kit/authn_internal.h"
+#include "kit/authcall.h"
+#include "kit/revfeed.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -30,13 +32,11 @@
 #include "kit/jwtcache.h"
 #include "kit/log.h"
 #include "kit/metrics.h"
-#include "kit/service.h"
 
 #define JWT_CACHE_SLOTS   1024
 #define API_KEY_SLOTS     1024 /* power of two */
 #define API_KEY_MAX_LEN   256
 #define API_KEY_TIMEOUT   2000
-#define AUTH_CALL_MAX     (8u << 20)
 #define AUTH_URL_MAX_HOST 256
 
 const tr_option_t tr_authn_options[] = {
@@ -82,6 +82,7 @@ struct tr__authn_worker {
     tr_jwt_cache_t *jwt_cache;
     unsigned char api_key_hash_key[crypto_generichash_KEYBYTES];
     api_key_slot_t *api_keys;   /* API_KEY_SLOTS */
+    tr__auth_link_t link;       /* how this worker calls auth */
     tr__revfeed_t *feed;        /* worker 0 only */
     tr_authn_lookup_t *lookups; /* API-key checks waiting for auth */
 };
@@ -209,10 +210,12 @@ tr__authn_worker_t *tr__authn_worker_start(tr__authn_t *a, tr_worker_t *w)
     aw->a = a;
     aw->w = w;
     tr_client_new(w->loop, &aw->client);
+    aw->link = (tr__auth_link_t){aw->client, &a->auth, a->internal_token};
     aw->jwt_cache = tr_jwt_cache_new(JWT_CACHE_SLOTS);
     aw->api_keys = tr_xcalloc(API_KEY_SLOTS, sizeof(api_key_slot_t));
     tr_random_bytes(aw->api_key_hash_key, sizeof(aw->api_key_hash_key));
-    if (w->index == 0) aw->feed = tr__revfeed_start(aw, w->loop, a->revocations, feed_loaded, a);
+    if (w->index == 0)
+        aw->feed = tr__revfeed_start(&aw->link, w->loop, a->revocations, feed_loaded, a);
     return aw;
 }
 
@@ -443,7 +446,7 @@ static void check_api_key(tr__authn_worker_t *aw, tr_req_t *req, const char *key
     json_t *body = json_pack("{s:s%}", "key", key, len);
     l->body = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    int rc = tr__auth_call(aw, "POST", "/internal/api-keys/verify", l->body, API_KEY_TIMEOUT,
+    int rc = tr__auth_call(&aw->link, "POST", "/internal/api-keys/verify", l->body, API_KEY_TIMEOUT,
                            key_answered, l, &l->call);
     if (rc != 0) {
         count_lookup(a, "error");
@@ -478,26 +481,16 @@ void tr__authn_authenticate(tr__authn_worker_t *aw, tr_req_t *req, bool accept_a
     done(req, TR_AUTHN_NO_CREDENTIALS, NULL, arg);
 }
 
-tr_authn_result_t tr_authn_bearer(tr_req_t *req, const char *authorization, const char **why)
+tr_authn_result_t tr__authn_bearer(tr__authn_worker_t *aw, tr_req_t *req, const char *authorization,
+                                   const char **why)
 {
-    tr__authn_worker_t *aw = tr__service_authn_worker(req);
     *why = NULL;
-    if (!aw) {
-        *why = "this service does not authenticate";
-        return TR_AUTHN_UNAVAILABLE;
-    }
     return verify_bearer(aw, req, authorization, why);
 }
 
-void tr_authn_api_key(tr_req_t *req, const char *key, tr_authn_done_fn done, void *arg,
-                      tr_authn_lookup_t **pending)
+void tr__authn_api_key(tr__authn_worker_t *aw, tr_req_t *req, const char *key,
+                       tr_authn_done_fn done, void *arg, tr_authn_lookup_t **pending)
 {
-    tr__authn_worker_t *aw = tr__service_authn_worker(req);
-    *pending = NULL;
-    if (!aw) {
-        done(req, TR_AUTHN_UNAVAILABLE, "this service does not authenticate", arg);
-        return;
-    }
     check_api_key(aw, req, key, done, arg, pending);
 }
 
@@ -508,7 +501,22 @@ void tr_authn_cancel(tr_authn_lookup_t *l)
     lookup_unlink_free(l);
 }
 
-/* ---- ownership -------------------------------------------------------------- */
+/* ---- roles and ownership ----------------------------------------------------- */
+
+bool tr_role_allowed(const char *roles, const char *role)
+{
+    size_t rlen = strlen(role);
+    if (!roles) return true;
+    if (rlen == 0) return false;
+    for (const char *p = roles; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == rlen && memcmp(p, role, len) == 0) return true;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return false;
+}
 
 bool tr_require_owner(tr_req_t *req, const char *owner_id, const char *roles, const char *what)
 {
@@ -520,102 +528,4 @@ bool tr_require_owner(tr_req_t *req, const char *owner_id, const char *roles, co
     snprintf(message, sizeof(message), "%s not found", what ? what : "resource");
     tr_respond_error(req, TR_ERR_NOT_FOUND, message, NULL);
     return false;
-}
-
-/* ---- calls to auth ---------------------------------------------------------- */
-
-struct tr__auth_call {
-    tr__auth_call_cb cb;
-    void *arg;
-    tr_client_req_t *creq;
-    tr_buf_t answer;
-    int status;
-};
-
-static void call_end(tr__auth_call_t *c, int err)
-{
-    json_t *doc = NULL;
-    if (err == 0) {
-        json_error_t jerr;
-        doc = json_loadb(c->answer.data ? c->answer.data : "", c->answer.len, 0, &jerr);
-    }
-    c->cb(c->arg, err, c->status, doc);
-    json_decref(doc);
-    tr_buf_free(&c->answer);
-    free(c);
-}
-
-static void call_on_head(tr_client_req_t *r, int status, const tr_header_t *h, size_t n, void *data)
-{
-    (void)r;
-    (void)h;
-    (void)n;
-    ((tr__auth_call_t *)data)->status = status;
-}
-
-static void call_on_body(tr_client_req_t *r, const char *chunk, size_t len, void *data)
-{
-    tr__auth_call_t *c = data;
-    if (tr_buf_append(&c->answer, chunk, len) != 0) {
-        tr_client_cancel(r);
-        call_end(c, -EPROTO);
-    }
-}
-
-static void call_on_done(tr_client_req_t *r, void *data)
-{
-    (void)r;
-    call_end(data, 0);
-}
-
-static void call_on_error(tr_client_req_t *r, int err, void *data)
-{
-    (void)r;
-    call_end(data, err);
-}
-
-static const tr_client_callbacks_t call_callbacks = {.on_head = call_on_head,
-                                                     .on_body = call_on_body,
-                                                     .on_done = call_on_done,
-                                                     .on_error = call_on_error};
-
-int tr__auth_call(tr__authn_worker_t *aw, const char *method, const char *target, const char *body,
-                  uint64_t timeout_ms, tr__auth_call_cb cb, void *arg, tr__auth_call_t **out)
-{
-    tr_header_t headers[] = {{TR_INTERNAL_TOKEN_HEADER, aw->a->internal_token},
-                             {"Content-Type", "application/json"}};
-    tr__auth_call_t *c = tr_xcalloc(1, sizeof(*c));
-    c->cb = cb;
-    c->arg = arg;
-    tr_buf_init(&c->answer, AUTH_CALL_MAX);
-    tr_client_opts_t o;
-    tr_client_opts_init(&o);
-    o.method = method;
-    o.target = target;
-    o.headers = headers;
-    o.nheaders = body ? 2 : 1;
-    o.body = body;
-    o.body_len = body ? strlen(body) : 0;
-    o.connect_timeout_ms = 500;
-    o.total_timeout_ms = timeout_ms;
-    o.retry.max_retries = 0; /* callers retry on their own schedule */
-    o.cb = &call_callbacks;
-    o.data = c;
-    tr_upstream_t *up = atomic_load(&aw->a->auth);
-    int rc = up ? tr_client_request(aw->client, up, &o, &c->creq) : -EAGAIN;
-    if (rc != 0) {
-        tr_buf_free(&c->answer);
-        free(c);
-        return rc;
-    }
-    if (out) *out = c;
-    return 0;
-}
-
-void tr__auth_call_cancel(tr__auth_call_t *c)
-{
-    if (!c) return;
-    tr_client_cancel(c->creq);
-    tr_buf_free(&c->answer);
-    free(c);
 }

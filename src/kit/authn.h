@@ -95,6 +95,10 @@ struct tr_service;
 struct tr_revocations;
 struct tr_revocations *tr_service_revocations(const struct tr_service *svc);
 
+/* True when role is listed in roles, a comma-separated list ("admin,
+ * moderator"); roles NULL allows every role, an empty role none. */
+bool tr_role_allowed(const char *roles, const char *role);
+
 /* OWNERSHIP. True when the caller may see a row owned by owner_id: it is
  * the owner, or its role is listed in roles (comma-separated; NULL: none).
  * Otherwise answers 404 not_found ("<what> not found") -- not 403, so that

@@ -1,6 +1,6 @@
 /*
  * authn_internal.h - the kit authenticator's seam with the service runner
- * (service.c) and the revocation feed (revfeed.c). Internal to the kit.
+ * (service.c). Internal to the kit.
  */
 #ifndef TR_AUTHN_INTERNAL_H
 #define TR_AUTHN_INTERNAL_H
@@ -11,14 +11,11 @@
 #include <uv.h>
 
 #include "kit/authn.h"
-#include "kit/client.h"
 #include "kit/revocations.h"
 #include "kit/server.h"
-#include "kit/upstream.h"
 
 typedef struct tr__authn tr__authn_t;               /* process-wide */
 typedef struct tr__authn_worker tr__authn_worker_t; /* one per worker thread */
-typedef struct tr__revfeed tr__revfeed_t;
 
 /* Loads keys and settings from the service's options (tr_authn_options) and
  * creates the revocation set for nworkers readers. internal_token is
@@ -51,32 +48,11 @@ bool tr__authn_ready(const tr__authn_t *a);
 void tr__authn_authenticate(tr__authn_worker_t *aw, tr_req_t *req, bool accept_api_key,
                             tr_authn_done_fn done, void *arg);
 
-/* The authenticator of req's worker, NULL when the service has none
- * (service.c). */
-tr__authn_worker_t *tr__service_authn_worker(const tr_req_t *req);
-
-/* ---- calls to auth's /internal/ endpoints (authn.c) ----------------------- */
-
-/* Called once with err 0 and auth's answer (status, doc: the parsed JSON
- * body or NULL when it was not JSON; borrowed for the call), or with a
- * negative err (TR_CLIENT_E* or -EPROTO) and doc NULL. */
-typedef void (*tr__auth_call_cb)(void *arg, int err, int status, json_t *doc);
-typedef struct tr__auth_call tr__auth_call_t;
-
-/* Sends method target (with body, a JSON text, when not NULL) to auth with
- * the internal token. Returns 0 and *out (cancel with tr__auth_call_cancel:
- * then cb is never called), or a negative code and cb is never called. */
-int tr__auth_call(tr__authn_worker_t *aw, const char *method, const char *target, const char *body,
-                  uint64_t timeout_ms, tr__auth_call_cb cb, void *arg, tr__auth_call_t **out);
-void tr__auth_call_cancel(tr__auth_call_t *c);
-
-/* ---- the revocation feed (revfeed.c) -------------------------------------- */
-
-/* Starts long-polling auth's GET /internal/revocations on aw's loop and
- * merging what it answers into set; calls loaded(arg) after the first
- * answer was applied. */
-tr__revfeed_t *tr__revfeed_start(tr__authn_worker_t *aw, uv_loop_t *loop, tr_revocations_t *set,
-                                 void (*loaded)(void *arg), void *arg);
-void tr__revfeed_stop(tr__revfeed_t *f);
+/* tr_authn_bearer / tr_authn_api_key on a given worker's authenticator
+ * (service.c finds the request's). */
+tr_authn_result_t tr__authn_bearer(tr__authn_worker_t *aw, tr_req_t *req, const char *authorization,
+                                   const char **why);
+void tr__authn_api_key(tr__authn_worker_t *aw, tr_req_t *req, const char *key,
+                       tr_authn_done_fn done, void *arg, tr_authn_lookup_t **pending);
 
 #endif

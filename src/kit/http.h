@@ -63,6 +63,10 @@ typedef struct tr_worker tr_worker_t;
 typedef struct tr_route tr_route_t;
 typedef struct tr_req_impl tr_req_impl_t;
 
+/* The header that carries the shared internal service token on calls to
+ * /internal/ routes (kit/service.h, INTERNAL ROUTES). */
+#define TR_INTERNAL_TOKEN_HEADER "X-Internal-Token"
+
 #define TR_MAX_PARAMS     8
 #define TR_REQUEST_ID_MAX 128
 

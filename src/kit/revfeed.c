@@ -24,7 +24,7 @@
  * the feed is back within half a second of auth listening. The set keeps
  * its entries meanwhile. One warning per outage, one line when restored.
  */
-#include "kit/authn_internal.h"
+#include "kit/revfeed.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -49,7 +49,7 @@
 #define STARTUP_GRACE_MS 5000
 
 struct tr__revfeed {
-    tr__authn_worker_t *aw;
+    const tr__auth_link_t *link;
     uv_loop_t *loop;
     tr_revocations_t *set;
     void (*loaded)(void *arg);
@@ -190,7 +190,7 @@ static void request(tr__revfeed_t *f)
              "/internal/revocations?since=%" PRId64 "&known=%" PRId64 "&wait=%d", f->since,
              f->known, wait);
     int rc =
-        tr__auth_call(f->aw, "GET", target, NULL, (uint64_t)wait + 5000, answered, f, &f->call);
+        tr__auth_call(f->link, "GET", target, NULL, (uint64_t)wait + 5000, answered, f, &f->call);
     if (rc != 0) {
         f->call = NULL;
         set_up(f, false, tr_client_strerror(rc));
@@ -198,11 +198,11 @@ static void request(tr__revfeed_t *f)
     }
 }
 
-tr__revfeed_t *tr__revfeed_start(tr__authn_worker_t *aw, uv_loop_t *loop, tr_revocations_t *set,
-                                 void (*loaded)(void *arg), void *arg)
+tr__revfeed_t *tr__revfeed_start(const tr__auth_link_t *link, uv_loop_t *loop,
+                                 tr_revocations_t *set, void (*loaded)(void *arg), void *arg)
 {
     tr__revfeed_t *f = tr_xcalloc(1, sizeof(*f));
-    f->aw = aw;
+    f->link = link;
     f->loop = loop;
     f->set = set;
     f->loaded = loaded;

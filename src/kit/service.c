@@ -79,10 +79,30 @@ tr_store_t *tr_worker_store(const tr_worker_t *w)
     return impl->stores[w->index];
 }
 
-tr__authn_worker_t *tr__service_authn_worker(const tr_req_t *req)
+/* The authenticator of req's worker, NULL when the service has none. */
+static tr__authn_worker_t *authn_worker_of(const tr_req_t *req)
 {
     const service_impl_t *impl = (const service_impl_t *)req->worker->service;
     return impl->authn_workers ? impl->authn_workers[req->worker->index] : NULL;
+}
+
+tr_authn_result_t tr_authn_bearer(tr_req_t *req, const char *authorization, const char **why)
+{
+    tr__authn_worker_t *aw = authn_worker_of(req);
+    if (aw) return tr__authn_bearer(aw, req, authorization, why);
+    *why = "this service does not authenticate";
+    return TR_AUTHN_UNAVAILABLE;
+}
+
+void tr_authn_api_key(tr_req_t *req, const char *key, tr_authn_done_fn done, void *arg,
+                      tr_authn_lookup_t **pending)
+{
+    tr__authn_worker_t *aw = authn_worker_of(req);
+    *pending = NULL;
+    if (aw)
+        tr__authn_api_key(aw, req, key, done, arg, pending);
+    else
+        done(req, TR_AUTHN_UNAVAILABLE, "this service does not authenticate", arg);
 }
 
 int tr_service_set_auth(tr_service_t *svc, const char *instance)
@@ -97,12 +117,6 @@ tr_revocations_t *tr_service_revocations(const tr_service_t *svc)
     return impl->authn ? tr__authn_revocations(impl->authn) : NULL;
 }
 
-tr__store_pool_client_t *tr__worker_store_pool(const tr_worker_t *w)
-{
-    service_impl_t *impl = (service_impl_t *)w->service;
-    return impl->pool_clients ? impl->pool_clients[w->index] : NULL;
-}
-
 tr_service_t *tr_req_service(const tr_req_t *req)
 {
     return tr_worker_service(req->worker);
@@ -111,21 +125,6 @@ tr_service_t *tr_req_service(const tr_req_t *req)
 tr_store_t *tr_req_store(const tr_req_t *req)
 {
     return tr_worker_store(req->worker);
-}
-
-bool tr_role_allowed(const char *roles, const char *role)
-{
-    size_t rlen = strlen(role);
-    if (!roles) return true;
-    if (rlen == 0) return false;
-    for (const char *p = roles; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == rlen && memcmp(p, role, len) == 0) return true;
-        if (!comma) break;
-        p = comma + 1;
-    }
-    return false;
 }
 
 /* ---- built-in routes ---------------------------------------------------- */
@@ -333,8 +332,11 @@ static int worker_start(tr_worker_t *w)
         tr_log_error("worker %d: cannot open database (%d)", w->index, rc);
         return rc;
     }
+    tr__store_job_bind(impl->stores[w->index],
+                       impl->pool_clients ? impl->pool_clients[w->index] : NULL);
     if (impl->authn) impl->authn_workers[w->index] = tr__authn_worker_start(impl->authn, w);
     if (impl->pub.def->worker_init && (rc = impl->pub.def->worker_init(w)) != 0) {
+        tr__store_job_bind(NULL, NULL);
         tr__authn_worker_stop(impl->authn_workers[w->index]);
         impl->authn_workers[w->index] = NULL;
         tr_store_close(impl->stores[w->index]);
@@ -349,6 +351,7 @@ static void worker_stop(tr_worker_t *w)
     service_impl_t *impl = (service_impl_t *)w->service;
     if (impl->pub.def->worker_close) impl->pub.def->worker_close(w);
     tr__store_detached_flush(w); /* work still waiting needs the store */
+    tr__store_job_bind(NULL, NULL);
     tr__authn_worker_stop(impl->authn_workers[w->index]);
     impl->authn_workers[w->index] = NULL;
     tr_store_close(impl->stores[w->index]);

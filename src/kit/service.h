@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kit/authn.h"
 #include "kit/buf.h"
 #include "kit/config.h"
 #include "kit/http.h"
@@ -116,16 +117,12 @@ tr_store_t *tr_worker_store(const tr_worker_t *w);
 tr_service_t *tr_req_service(const tr_req_t *req);
 tr_store_t *tr_req_store(const tr_req_t *req);
 
-/* True when role is listed in the comma-separated roles list. */
-bool tr_role_allowed(const char *roles, const char *role);
-
 /* INTERNAL ROUTES. A route whose pattern starts with "/internal/" is for
  * other services only: the runner answers 401 (error envelope) unless the
  * request carries "X-Internal-Token" equal, compared in constant time, to
  * the shared secret <data>/secrets/internal_token (or --internal-token /
  * TRELLIS_INTERNAL_TOKEN), which it loads at start when the service has
  * such a route. Callers load the same secret with tr_service_internal_token. */
-#define TR_INTERNAL_TOKEN_HEADER "X-Internal-Token"
 
 /* The option every service declares for that secret ("internal-token"). */
 extern const tr_option_t tr_service_options[];

@@ -344,6 +344,19 @@ const char *tr_store_errmsg(tr_store_t *db)
     return db ? db->errmsg : open_error;
 }
 
+int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, void *ctx)
+{
+    if (!(flags & TR_STORE_TX)) return job(db, ctx);
+    int rc = TR_STORE_ERETRY;
+    for (int attempt = 0; attempt < TR_STORE_TX_ATTEMPTS && rc == TR_STORE_ERETRY; attempt++) {
+        if ((rc = tr_store_begin(db)) != 0) break;
+        rc = job(db, ctx);
+        if (rc == 0) rc = tr_store_commit(db);
+        if (rc != 0) tr_store_rollback(db);
+    }
+    return rc;
+}
+
 int tr_store_lock(tr_store_t *db, const char *key)
 {
     const char *sql = db->engine->lock_key_sql;

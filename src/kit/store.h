@@ -95,6 +95,10 @@ void tr_rows_free(tr_rows_t *rows);
  * error. */
 int tr_rows_first_int(int rc, tr_rows_t *rows, int64_t *out);
 
+/* Flags of tr_store_run (store_job.h) and of the job runner. */
+#define TR_STORE_TX          0x1u /* run the job inside one transaction */
+#define TR_STORE_TX_ATTEMPTS 5    /* runs of a transaction that keeps hitting ERETRY */
+
 /* Transactions (BEGIN IMMEDIATE on SQLite: writers queue up front; plain
  * BEGIN, READ COMMITTED unless the session says otherwise, on PostgreSQL,
  * where row locks are taken with SELECT ... FOR UPDATE).

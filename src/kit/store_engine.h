@@ -103,6 +103,13 @@ int tr__store_sqlite_wal_stats(tr_store_t *db, tr__store_wal_stats_t *out);
 typedef int (*tr_store_job_fn)(tr_store_t *db, void *ctx);
 int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, void *ctx);
 
+/* Binds the calling worker thread's database for tr_store_run and detached
+ * jobs (store_job.c): its own connection (SQLite) or its client of the
+ * store pool (a networked engine), NULL/NULL when it has none. The service
+ * runner binds at a worker's start and unbinds at its stop. */
+struct tr__store_pool_client;
+void tr__store_job_bind(tr_store_t *db, struct tr__store_pool_client *pool);
+
 /* Runs now every tr_store_run_detached job still waiting on the calling
  * worker thread's loop, with w's store, and closes their timers (freed once
  * the loop runs again). The service calls it when a worker stops, before it

@@ -25,20 +25,19 @@
 #include "kit/alloc.h"
 #include "kit/log.h"
 #include "kit/store_engine.h"
-#include "kit/service.h"
+#include "kit/server.h"
 #include "kit/store_pool.h"
 
-int tr__store_job_execute(tr_store_t *db, unsigned flags, tr_store_job_fn job, void *ctx)
+/* The database of the worker loop that runs on this thread: each worker
+ * loop is one thread, so what service.c binds at the worker's start is the
+ * worker's (its SQLite connection, or its client of the store pool). */
+static _Thread_local tr_store_t *worker_db;
+static _Thread_local tr__store_pool_client_t *worker_pool;
+
+void tr__store_job_bind(tr_store_t *db, tr__store_pool_client_t *pool)
 {
-    if (!(flags & TR_STORE_TX)) return job(db, ctx);
-    int rc = TR_STORE_ERETRY;
-    for (int attempt = 0; attempt < TR_STORE_TX_ATTEMPTS && rc == TR_STORE_ERETRY; attempt++) {
-        if ((rc = tr_store_begin(db)) != 0) break;
-        rc = job(db, ctx);
-        if (rc == 0) rc = tr_store_commit(db);
-        if (rc != 0) tr_store_rollback(db);
-    }
-    return rc;
+    worker_db = db;
+    worker_pool = pool;
 }
 
 /* What a pooled job needs to finish its request (allocated on the request). */
@@ -56,7 +55,7 @@ static void complete_request(void *arg, void *ctx, int rc)
 void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_done_fn done,
                   void *ctx)
 {
-    tr__store_pool_client_t *pool = tr__worker_store_pool(req->worker);
+    tr__store_pool_client_t *pool = worker_pool;
     if (pool) {
         req_done_t *d = tr_req_alloc(req, sizeof(*d));
         d->req = req;
@@ -64,8 +63,7 @@ void tr_store_run(tr_req_t *req, unsigned flags, tr_store_job_fn job, tr_store_d
         tr__store_pool_submit(pool, flags, job, ctx, complete_request, d);
         return;
     }
-    tr_store_t *db = tr_worker_store(req->worker);
-    int rc = db ? tr__store_job_execute(db, flags, job, ctx) : -ESHUTDOWN;
+    int rc = worker_db ? tr__store_job_execute(worker_db, flags, job, ctx) : -ESHUTDOWN;
     done(req, ctx, rc);
 }
 
@@ -112,7 +110,7 @@ static void complete_detached(void *arg, void *ctx, int rc)
 static void detached_run(detached_t *d, bool stopping)
 {
     unlink_detached(d);
-    tr__store_pool_client_t *pool = tr__worker_store_pool(d->worker);
+    tr__store_pool_client_t *pool = worker_pool;
     if (pool && !stopping) {
         tr__store_pool_submit(pool, d->flags, d->job, d->ctx, complete_detached,
                               (void *)(uintptr_t)d->finish);
@@ -120,8 +118,8 @@ static void detached_run(detached_t *d, bool stopping)
         tr_log_warn("background database work dropped at shutdown");
         d->finish(d->ctx, -ESHUTDOWN);
     } else {
-        tr_store_t *db = tr_worker_store(d->worker);
-        int rc = db ? tr__store_job_execute(db, d->flags, d->job, d->ctx) : -ESHUTDOWN;
+        int rc =
+            worker_db ? tr__store_job_execute(worker_db, d->flags, d->job, d->ctx) : -ESHUTDOWN;
         d->finish(d->ctx, rc);
     }
     uv_close((uv_handle_t *)&d->timer, detached_closed);

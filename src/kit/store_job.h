@@ -43,9 +43,6 @@
 #include "kit/http.h"
 #include "kit/store.h"
 
-#define TR_STORE_TX          0x1u /* run the job inside one transaction */
-#define TR_STORE_TX_ATTEMPTS 5    /* runs of a transaction that keeps hitting ERETRY */
-
 typedef int (*tr_store_job_fn)(tr_store_t *db, void *ctx);
 typedef void (*tr_store_done_fn)(tr_req_t *req, void *ctx, int rc);
 

@@ -75,10 +75,4 @@ void tr__store_pool_submit(tr__store_pool_client_t *c, unsigned flags, tr_store_
 /* Jobs waiting for a thread now (for metrics and tests). Any thread. */
 size_t tr__store_pool_queued(tr__store_pool_t *pool);
 
-/* The pool client of a service worker, or NULL when the service's database
- * is not networked (then jobs run inline on tr_worker_store). Defined by
- * the service runner (service.c). */
-typedef struct tr_worker tr_worker_t;
-tr__store_pool_client_t *tr__worker_store_pool(const tr_worker_t *w);
-
 #endif
