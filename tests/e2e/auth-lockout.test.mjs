@@ -7,10 +7,9 @@
 // Two clients are simulated by binding the client socket to 127.0.0.1 vs
 // 127.0.0.2 (..5): the service counts the socket peer.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { test } from 'node:test';
 
-import { PASSWORD, T, assertError, registerUser, sleep, uniqueEmail, useService } from './lib/harness.mjs';
+import { PASSWORD, T, assertError, registerUser, request, sleep, uniqueEmail, useService } from './lib/harness.mjs';
 
 const opts = { timeout: T(60000) };
 // Defaults: 5 per (account, client), 20 per account, backoff 1s..1m.
@@ -27,41 +26,8 @@ const small = useService('auth', {
 });
 
 /** POST /api/auth/login from the given local address. */
-function loginFrom(base, localAddress, email, password) {
-  const payload = Buffer.from(JSON.stringify({ email, password }));
-  const u = new URL(base);
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: '/api/auth/login',
-        method: 'POST',
-        localAddress,
-        agent: false,
-        headers: { 'Content-Type': 'application/json', 'Content-Length': payload.length },
-        timeout: T(15000),
-      },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let json;
-          try {
-            json = JSON.parse(text);
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode, headers: res.headers, text, json });
-        });
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('login timed out')));
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+const loginFrom = (base, localAddress, email, password) =>
+  request(`${base}/api/auth/login`, { method: 'POST', body: { email, password }, localAddress });
 
 /** Repeats the attempt while it answers 429 (polling, bounded), and
  * resolves with the first other answer. A 429 records nothing, so polling

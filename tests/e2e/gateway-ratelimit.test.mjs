@@ -7,7 +7,6 @@
 // when Redis is killed: traffic continues, still limited, and the outage is
 // in the log and the metrics.
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
 import { T, assertError, freePortBase, request, sleep, startRedis } from './lib/harness.mjs';
@@ -16,27 +15,7 @@ import { startGateway, startUpstream } from './lib/upstream.mjs';
 const opts = { timeout: T(30000) };
 
 /** One request from a chosen loopback source address. */
-function requestFrom(localAddress, u, { method = 'GET', headers = {}, body } = {}) {
-  return new Promise((resolve, reject) => {
-    const req = http.request(u, { method, headers, localAddress, agent: false }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode, headers: res.headers, text, json });
-      });
-    });
-    req.on('error', reject);
-    if (body) req.write(body);
-    req.end();
-  });
-}
+const requestFrom = (localAddress, u, opts = {}) => request(u, { ...opts, localAddress });
 
 function assertRateHeaders(r, limit) {
   assert.equal(r.headers['ratelimit-limit'], String(limit), `RateLimit-Limit (${r.status})`);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "kit/store.h"
+#include "teststore.h"
 #include "kit/store_engine.h"
 #include "kit/store_sqlite_shared.h"
 #include "testutil.h"
@@ -64,17 +65,6 @@ static tr_store_t *open_db(const char *name)
     return db;
 }
 
-/* Runs a query expected to return one row and returns column 0 as int. */
-static int64_t query_int(tr_store_t *db, const char *sql)
-{
-    tr_rows_t *rows = NULL;
-    assert_int_equal(tr_store_query(db, &rows, sql, NULL), 0);
-    assert_int_equal(tr_rows_next(rows), 1);
-    int64_t v = tr_rows_int(rows, 0);
-    tr_rows_free(rows);
-    return v;
-}
-
 /* Copies column 0 of the single row of sql into out. */
 static void query_text(tr_store_t *db, const char *sql, char *out, size_t outlen)
 {
@@ -107,11 +97,11 @@ static void test_open_settings(void **state)
     tr_store_t *db = open_db("settings.db");
     query_text(db, "PRAGMA journal_mode", mode, sizeof(mode));
     assert_string_equal(mode, "wal");
-    assert_int_equal(query_int(db, "PRAGMA foreign_keys"), 1);
-    assert_int_equal(query_int(db, "PRAGMA busy_timeout"), 5000);
-    assert_int_equal(query_int(db, "PRAGMA synchronous"), 1); /* NORMAL */
+    assert_int_equal(teststore_query_int(db, "PRAGMA foreign_keys"), 1);
+    assert_int_equal(teststore_query_int(db, "PRAGMA busy_timeout"), 5000);
+    assert_int_equal(teststore_query_int(db, "PRAGMA synchronous"), 1); /* NORMAL */
     /* Checkpoints are the checkpointer thread's job, never a commit's. */
-    assert_int_equal(query_int(db, "PRAGMA wal_autocheckpoint"), 0);
+    assert_int_equal(teststore_query_int(db, "PRAGMA wal_autocheckpoint"), 0);
     assert_int_equal(tr_store_ping(db), 0);
     tr_store_close(db);
 }
@@ -200,9 +190,10 @@ static void test_migrate_idempotent(void **state)
 
     assert_int_equal(migrate_list(db, base_migrations, 2), 0);
     assert_int_equal(migrate_list(db, base_migrations, 2), 0);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM accounts"), 1); /* seed ran once */
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM schema_migrations"), 2);
-    assert_int_equal(query_int(db, "SELECT MAX(version) FROM schema_migrations"), 2);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM accounts"),
+                     1); /* seed ran once */
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM schema_migrations"), 2);
+    assert_int_equal(teststore_query_int(db, "SELECT MAX(version) FROM schema_migrations"), 2);
 
     tr_rows_t *rows = NULL;
     assert_int_equal(tr_store_query(db, &rows,
@@ -229,8 +220,8 @@ static void test_migrate_idempotent(void **state)
     };
     db = open_db("migrate.db");
     assert_int_equal(migrate_list(db, more, 3), 0);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM accounts"), 1);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM schema_migrations"), 3);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM accounts"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM schema_migrations"), 3);
     assert_int_equal(tr_store_exec(db, NULL, "UPDATE accounts SET name = $1", "t", "root"), 0);
     assert_int_equal(migrate_list(db, NULL, 0), 0);
     tr_store_close(db);
@@ -248,7 +239,7 @@ static void test_migrate_failure_is_atomic(void **state)
     assert_non_null(strstr(tr_store_errmsg(db), "nowhere"));
     assert_true(table_exists(db, "accounts"));
     assert_false(table_exists(db, "half")); /* the whole migration rolled back */
-    assert_int_equal(query_int(db, "SELECT MAX(version) FROM schema_migrations"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT MAX(version) FROM schema_migrations"), 1);
     /* The connection is usable and not left inside a transaction. */
     assert_int_equal(tr_store_begin(db), 0);
     assert_int_equal(tr_store_commit(db), 0);
@@ -316,9 +307,9 @@ static void test_migrate_concurrent_processes(void **state)
         snprintf(name, sizeof(name), "concurrent%d.db", round);
         assert_int_equal(migrate_race(name, migs, 5), 0);
         tr_store_t *db = open_db(name);
-        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM applied"), 4);
-        assert_int_equal(query_int(db, "SELECT SUM(n) FROM applied"), 14);
-        assert_int_equal(query_int(db, "SELECT COUNT(*) FROM schema_migrations"), 5);
+        assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM applied"), 4);
+        assert_int_equal(teststore_query_int(db, "SELECT SUM(n) FROM applied"), 14);
+        assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM schema_migrations"), 5);
         tr_store_close(db);
     }
 }
@@ -377,7 +368,7 @@ static void test_types_and_nulls(void **state)
         tr_rows_free(rows);
     }
     /* NULL binds NULL, so "= NULL" matches nothing while IS NULL does. */
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM t WHERE name IS NULL"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM t WHERE name IS NULL"), 1);
 
     assert_int_equal(
         tr_store_exec(db, &changes, "UPDATE t SET flag = $1 WHERE id > $2", "bi", 1, (int64_t)1),
@@ -462,8 +453,8 @@ static void test_constraints(void **state)
     assert_int_equal(tr_rows_next(rows), TR_STORE_ECONSTRAINT);
     tr_rows_free(rows);
 
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM users"), 1);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM posts"), 0);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM users"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM posts"), 0);
     tr_store_close(db);
 }
 
@@ -476,8 +467,8 @@ static void test_transactions(void **state)
 
     assert_int_equal(tr_store_begin(db), 0);
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO t VALUES ($1)", "i", (int64_t)1), 0);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM t"), 1);
-    assert_int_equal(query_int(other, "SELECT COUNT(*) FROM t"), 0); /* not yet visible */
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM t"), 1);
+    assert_int_equal(teststore_query_int(other, "SELECT COUNT(*) FROM t"), 0); /* not yet visible */
 
     /* A second writer meets the write lock; with no busy timeout it is
      * refused at once, as TR_STORE_EBUSY. */
@@ -485,13 +476,13 @@ static void test_transactions(void **state)
     assert_int_equal(tr_store_begin(other), TR_STORE_EBUSY);
 
     assert_int_equal(tr_store_rollback(db), 0);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM t"), 0);
-    assert_int_equal(query_int(other, "SELECT COUNT(*) FROM t"), 0);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM t"), 0);
+    assert_int_equal(teststore_query_int(other, "SELECT COUNT(*) FROM t"), 0);
 
     assert_int_equal(tr_store_begin(db), 0);
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO t VALUES ($1)", "i", (int64_t)2), 0);
     assert_int_equal(tr_store_commit(db), 0);
-    assert_int_equal(query_int(other, "SELECT SUM(v) FROM t"), 2);
+    assert_int_equal(teststore_query_int(other, "SELECT SUM(v) FROM t"), 2);
 
     /* Rollback outside a transaction is a harmless no-op; commit is not. */
     assert_int_equal(tr_store_rollback(db), 0);
@@ -521,7 +512,7 @@ static void test_parameter_order(void **state)
     assert_int_equal(
         tr_store_exec(db, NULL, "INSERT INTO kv (v, k) VALUES ($2, $1)", "ti", "key", (int64_t)9),
         0);
-    assert_int_equal(query_int(db, "SELECT v FROM kv WHERE k = 'key'"), 9);
+    assert_int_equal(teststore_query_int(db, "SELECT v FROM kv WHERE k = 'key'"), 9);
 
     static const struct {
         const char *sql;
@@ -545,7 +536,7 @@ static void test_parameter_order(void **state)
         assert_int_equal(rc, -EINVAL);
     }
     /* The failed binds left nothing behind. */
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM kv"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM kv"), 1);
     tr_store_close(db);
 }
 
@@ -626,7 +617,7 @@ static void test_statement_cache(void **state)
     }
     assert_int_equal(tr__store_sqlite_cache_stats(db, &entries, &hits, &misses), 0);
     assert_true(entries > 0 && entries <= 128);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM t"), 1000);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM t"), 1000);
 
     /* A statement whose table changed underneath is re-prepared by SQLite. */
     assert_int_equal(tr_store_exec(db, NULL, "ALTER TABLE t ADD COLUMN w INTEGER", NULL), 0);
@@ -873,8 +864,8 @@ static void test_concurrent_writers(void **state)
     run_writers("writers.db", WRITERS, TRANSACTIONS, NULL);
 
     int64_t want = mixed_expected(WRITERS, TRANSACTIONS);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM items"), want);
-    assert_int_equal(query_int(db, "SELECT n FROM totals WHERE k = 1"), want);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM items"), want);
+    assert_int_equal(teststore_query_int(db, "SELECT n FROM totals WHERE k = 1"), want);
     for (int i = 0; i < WRITERS; i++) {
         tr_rows_t *rows = NULL;
         assert_int_equal(tr_store_query(db, &rows, "SELECT COUNT(*) FROM items WHERE worker = $1",
@@ -911,14 +902,14 @@ static void test_same_thread_second_writer(void **state)
     assert_non_null(strstr(tr_store_errmsg(b), "locked"));
     assert_int_equal(tr_store_exec(c, NULL, "INSERT INTO t VALUES (2)", NULL), TR_STORE_EBUSY);
     assert_true(now_seconds() - start < 1.0);
-    assert_int_equal(query_int(b, "SELECT COUNT(*) FROM t"), 0); /* reads go on */
+    assert_int_equal(teststore_query_int(b, "SELECT COUNT(*) FROM t"), 0); /* reads go on */
     assert_int_equal(tr_store_commit(a), 0);
 
     assert_int_equal(tr_store_begin(b), 0);
     assert_int_equal(tr_store_exec(b, NULL, "INSERT INTO t VALUES (3)", NULL), 0);
     assert_int_equal(tr_store_commit(b), 0);
     assert_int_equal(tr_store_exec(c, NULL, "INSERT INTO t VALUES (4)", NULL), 0);
-    assert_int_equal(query_int(a, "SELECT SUM(v) FROM t"), 8);
+    assert_int_equal(teststore_query_int(a, "SELECT SUM(v) FROM t"), 8);
     tr_store_close(c);
     tr_store_close(b);
     tr_store_close(a);
@@ -1048,7 +1039,7 @@ static void test_writer_released_on_every_path(void **state)
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO u VALUES (6, 'f@x')", NULL), 0);
     tr_store_close(db);
     assert_writer_free(other);
-    assert_int_equal(query_int(other, "SELECT COUNT(*) FROM u"), 2);
+    assert_int_equal(teststore_query_int(other, "SELECT COUNT(*) FROM u"), 2);
     tr_store_close(other);
 }
 
@@ -1072,8 +1063,8 @@ static void test_wal_stays_bounded(void **state)
     sample_wal("bounded.db");
 
     int64_t want = mixed_expected(WRITERS, TRANSACTIONS);
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM items"), want);
-    assert_int_equal(query_int(db, "SELECT n FROM totals WHERE k = 1"), want);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM items"), want);
+    assert_int_equal(teststore_query_int(db, "SELECT n FROM totals WHERE k = 1"), want);
     /* Each unit of work writes at least two pages (an items leaf and the
      * totals row), so without checkpoints the WAL would reach three times
      * the limit. It may overshoot the limit by what is written while the
@@ -1115,7 +1106,7 @@ static void test_wal_limit_after_pinning_reader(void **state)
         assert_true(now_seconds() < deadline);
         assert_int_equal(mixed_unit(db, ++i, 0, 0), 0);
     }
-    assert_int_equal(query_int(db, "SELECT COUNT(*) FROM items"), i);
+    assert_int_equal(teststore_query_int(db, "SELECT COUNT(*) FROM items"), i);
     tr_store_close(db);
 }
 
@@ -1174,7 +1165,7 @@ static void test_last_close_joins_checkpointer(void **state)
     /* And a new start gets a new thread. */
     a = open_db("lifetime.db");
     assert_threads(base + 1);
-    assert_int_equal(query_int(a, "SELECT COUNT(*) FROM t"), 100);
+    assert_int_equal(teststore_query_int(a, "SELECT COUNT(*) FROM t"), 100);
     tr_store_close(a);
     assert_threads(base);
 }

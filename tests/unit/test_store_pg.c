@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "kit/store.h"
+#include "teststore.h"
 #include "kit/store_engine.h"
 #include "kit/store_job.h"
 #include "kit/store_pool.h"
@@ -51,21 +52,11 @@ static tr_store_t *open_tag(const char *tag)
     return db;
 }
 
-static int64_t query_int(tr_store_t *db, const char *sql)
-{
-    tr_rows_t *rows = NULL;
-    assert_int_equal(tr_store_query(db, &rows, sql, NULL), 0);
-    assert_int_equal(tr_rows_next(rows), 1);
-    int64_t v = tr_rows_int(rows, 0);
-    tr_rows_free(rows);
-    return v;
-}
-
 /* Waits (polling a condition, bounded) until sql returns a non-zero int. */
 static void wait_until(tr_store_t *db, const char *sql)
 {
     for (int i = 0; i < 5000; i++) {
-        if (query_int(db, sql) != 0) return;
+        if (teststore_query_int(db, sql) != 0) return;
         struct timespec ts = {0, 2 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -152,7 +143,7 @@ static void test_params_nulls_int64_bools(void **state)
         assert_int_equal(tr_rows_int(rows, 0), i + 1);
         tr_rows_free(rows);
     }
-    assert_int_equal(query_int(db, "SELECT count(*) FROM pg_prepared_statements"), 128);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM pg_prepared_statements"), 128);
     assert_int_equal(tr_store_ping(db), 0);
     tr_store_close(db);
 }
@@ -210,12 +201,12 @@ static void test_transactions(void **state)
     assert_int_equal(tr_store_begin(db), 0);
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO t VALUES ($1)", "i", (int64_t)1), 0);
     assert_int_equal(tr_store_rollback(db), 0);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t"), 0);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM t"), 0);
 
     assert_int_equal(tr_store_begin(db), 0);
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO t VALUES ($1)", "i", (int64_t)1), 0);
     assert_int_equal(tr_store_commit(db), 0);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM t"), 1);
 
     /* A failed statement poisons the transaction: COMMIT must not claim
      * success (the server turns it into ROLLBACK). */
@@ -224,14 +215,14 @@ static void test_transactions(void **state)
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO t VALUES ($1)", "i", (int64_t)1),
                      TR_STORE_ECONSTRAINT);
     assert_int_equal(tr_store_commit(db), TR_STORE_EERROR);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM t"), 1);
 
     /* Rollback closes an open cursor. */
     tr_rows_t *rows = NULL;
     assert_int_equal(tr_store_begin(db), 0);
     assert_int_equal(tr_store_query(db, &rows, "SELECT id FROM t", NULL), 0);
     assert_int_equal(tr_store_rollback(db), 0);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM t"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM t"), 1);
     tr_store_close(db);
 }
 
@@ -264,7 +255,7 @@ static void test_for_update_blocks(void **state)
     assert_int_equal(
         tr_store_exec(a, NULL, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)", NULL), 0);
     assert_int_equal(tr_store_exec(a, NULL, "INSERT INTO t VALUES (1, 10)", NULL), 0);
-    int64_t bpid = query_int(b, "SELECT pg_backend_pid()");
+    int64_t bpid = teststore_query_int(b, "SELECT pg_backend_pid()");
 
     assert_int_equal(tr_store_begin(a), 0);
     tr_rows_t *rows = NULL;
@@ -312,7 +303,7 @@ static void test_lock_key_serialises(void **state)
 {
     (void)state;
     tr_store_t *a = open_tag("keylock"), *b = open_tag("keylock"), *watch = open_tag("keylock");
-    int64_t bpid = query_int(b, "SELECT pg_backend_pid()");
+    int64_t bpid = teststore_query_int(b, "SELECT pg_backend_pid()");
     assert_int_equal(tr_store_begin(a), 0);
     assert_int_equal(tr_store_lock(a, "login:someone@example.test"), 0);
 
@@ -380,7 +371,7 @@ static void test_serialization_retry(void **state)
     assert_int_equal(tr__store_job_execute(db, TR_STORE_TX, increment, &job), 0);
     assert_int_equal(job.attempts, 2);
     assert_int_equal(job.result, 11);
-    assert_int_equal(query_int(other, "SELECT v FROM c WHERE id = 1"), 11);
+    assert_int_equal(teststore_query_int(other, "SELECT v FROM c WHERE id = 1"), 11);
     tr_store_close(other);
     tr_store_close(db);
 }
@@ -393,7 +384,7 @@ static void test_reconnect_after_terminate(void **state)
     tr_store_t *db = open_tag("reconnect"), *admin = open_tag("reconnect");
     assert_int_equal(tr_store_exec(db, NULL, "CREATE TABLE t (v BIGINT)", NULL), 0);
     assert_int_equal(tr_store_exec(db, NULL, "INSERT INTO t VALUES ($1)", "i", (int64_t)7), 0);
-    int64_t pid = query_int(db, "SELECT pg_backend_pid()");
+    int64_t pid = teststore_query_int(db, "SELECT pg_backend_pid()");
     tr_rows_t *rows = NULL;
     assert_int_equal(tr_store_query(admin, &rows, "SELECT pg_terminate_backend($1::int)", "i", pid),
                      0);
@@ -407,7 +398,7 @@ static void test_reconnect_after_terminate(void **state)
     assert_int_equal(tr_store_query(db, &rows, "SELECT v FROM t WHERE v = $1", "i", (int64_t)7), 0);
     assert_int_equal(tr_rows_next(rows), 1);
     tr_rows_free(rows);
-    assert_true(query_int(db, "SELECT pg_backend_pid()") != pid);
+    assert_true(teststore_query_int(db, "SELECT pg_backend_pid()") != pid);
     tr_store_close(admin);
     tr_store_close(db);
 }
@@ -459,8 +450,8 @@ static void test_concurrent_migrations_and_create(void **state)
     snprintf(expect, sizeof(expect), "trut_%d_Mig\"rate-1", (int)getpid());
     assert_string_equal(tr_rows_text(rows, 0), expect);
     tr_rows_free(rows);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM m"), 1);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM schema_migrations"), 2);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM m"), 1);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM schema_migrations"), 2);
     assert_int_equal(tr_store_migrate(db, &migrations), 0); /* idempotent */
     tr_store_close(db);
 }
@@ -540,10 +531,11 @@ static void test_pool_two_loops(void **state)
         assert_int_equal(uv_loop_close(&loops[i].loop), 0);
     }
     tr__store_pool_stop(pool);
-    assert_int_equal(query_int(db, "SELECT count(*) FROM j"), 2 * POOL_JOBS);
+    assert_int_equal(teststore_query_int(db, "SELECT count(*) FROM j"), 2 * POOL_JOBS);
     /* Every pool connection was closed. */
-    assert_int_equal(query_int(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                                   "current_database() AND pid <> pg_backend_pid()"),
+    assert_int_equal(teststore_query_int(db,
+                                         "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                         "current_database() AND pid <> pg_backend_pid()"),
                      0);
     tr_store_close(db);
 }

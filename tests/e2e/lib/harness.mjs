@@ -598,7 +598,9 @@ export async function newAdmin(svc, tag = 'admin') {
  * the caller set Content-Type). Resolves with {status, headers, text, json}.
  */
 export function request(url, opts = {}) {
-  const { method = 'GET', headers = {}, body, timeoutMs = T(15000), agent = false } = opts;
+  // localAddress: the loopback source address to send from (127.0.0.x), so a
+  // test can act as several clients.
+  const { method = 'GET', headers = {}, body, timeoutMs = T(15000), agent = false, localAddress } = opts;
   const u = new URL(url);
   let payload;
   const hdrs = { ...headers };
@@ -614,7 +616,7 @@ export function request(url, opts = {}) {
   }
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: hdrs, agent },
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: hdrs, agent, localAddress },
       (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
