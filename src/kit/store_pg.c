@@ -73,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CACHE_MAX 128
 #define OID_BOOL  16
@@ -187,8 +188,14 @@ static char *database_name(const char *conninfo)
 }
 
 /* Creates conninfo's database when the server says it does not exist.
- * Returns 1 when it was created (or someone else just did), 0 when it
- * exists already or cannot be named, negative on failure (err filled). */
+ * Returns 1 when it exists now (created here, or by another process in the
+ * meantime: connect again), 0 when it cannot be named or the server cannot
+ * be reached (report the original failure), negative on failure (err
+ * filled). Processes that start together race here: CREATE DATABASE while
+ * another one copies the template fails with 55006, and is tried again. */
+#define CREATE_ATTEMPTS 20
+#define CREATE_RETRY_US 20000
+
 static int create_database(const char *conninfo, char *err, size_t errlen)
 {
     char *name = database_name(conninfo);
@@ -204,7 +211,11 @@ static int create_database(const char *conninfo, char *err, size_t errlen)
     const char *params[] = {name};
     res = PQexecParams(admin, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL, params, NULL,
                        NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) > 0) goto out;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) goto out;
+    if (PQntuples(res) > 0) {
+        rc = 1; /* created since our connection attempt */
+        goto out;
+    }
     PQclear(res);
     res = NULL;
     quoted = PQescapeIdentifier(admin, name, strlen(name));
@@ -214,7 +225,14 @@ static int create_database(const char *conninfo, char *err, size_t errlen)
         goto out;
     }
     sql = tr_xasprintf("CREATE DATABASE %s", quoted);
-    res = PQexec(admin, sql);
+    for (int attempt = 0;; attempt++) {
+        res = PQexec(admin, sql);
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (attempt >= CREATE_ATTEMPTS || !state || strcmp(state, "55006") != 0) break;
+        PQclear(res);
+        res = NULL;
+        usleep(CREATE_RETRY_US * (unsigned)(attempt + 1));
+    }
     if (PQresultStatus(res) == PGRES_COMMAND_OK) {
         rc = 1;
     } else {
