@@ -367,7 +367,6 @@ static void test_route_table(void **state)
     tr_router_free(router);
 }
 
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
